@@ -1,0 +1,1 @@
+"""Private implementation of `jflows`: nothing here is public API."""

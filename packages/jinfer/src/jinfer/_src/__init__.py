@@ -1,0 +1,1 @@
+"""Private implementation of `jinfer`: nothing here is public API."""

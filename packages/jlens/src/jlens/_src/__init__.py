@@ -1,0 +1,1 @@
+"""Private implementation of `jlens`: nothing here is public API."""

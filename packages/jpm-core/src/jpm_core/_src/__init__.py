@@ -1,0 +1,1 @@
+"""Private implementation of `jpm_core`: nothing here is public API."""

@@ -1,0 +1,1 @@
+"""Private implementation of `jpm_hybrid`: nothing here is public API."""

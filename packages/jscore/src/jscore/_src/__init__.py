@@ -1,0 +1,1 @@
+"""Private implementation of `jscore`: nothing here is public API."""

@@ -1,0 +1,1 @@
+"""Private implementation of `jso3`: nothing here is public API."""
