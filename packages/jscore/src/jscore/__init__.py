@@ -1,5 +1,63 @@
-"""`jscore`: see the package README for what it offers."""
+"""`jscore`: score-based priors and annealed posterior sampling for linear inverse problems
+`y = A x + n` in JAX, with classical baselines (Wiener filter, direct inversion).
+
+See the package README for what it offers.
+"""
+
+from ._src._fourier import fourier_wavenumber, rfft_shape
+from ._src.baselines import (
+    CGInfo,
+    conjugate_gradient,
+    direct_inversion,
+    fourier_wiener_filter,
+    wiener_filter_cg,
+    wiener_filter_sample,
+)
+from ._src.hmc import (
+    AnnealedHMCInfo,
+    AnnealedHMCState,
+    annealed_hmc_init,
+    annealed_hmc_step,
+    score_line_integral,
+)
+from ._src.noise import AbstractNoise, DiagonalNoise, FourierNoise
+from ._src.operators import IdentityOperator, MaskOperator, adjoint_mismatch
+from ._src.prior import GaussianFieldPrior
+from ._src.sampler import (
+    AnnealedSampleInfo,
+    annealed_log_likelihood,
+    annealed_posterior_sample,
+    posterior_map,
+    probability_flow_ode,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "AbstractNoise",
+    "AnnealedHMCInfo",
+    "AnnealedHMCState",
+    "AnnealedSampleInfo",
+    "CGInfo",
+    "DiagonalNoise",
+    "FourierNoise",
+    "GaussianFieldPrior",
+    "IdentityOperator",
+    "MaskOperator",
+    "__version__",
+    "adjoint_mismatch",
+    "annealed_hmc_init",
+    "annealed_hmc_step",
+    "annealed_log_likelihood",
+    "annealed_posterior_sample",
+    "conjugate_gradient",
+    "direct_inversion",
+    "fourier_wavenumber",
+    "fourier_wiener_filter",
+    "posterior_map",
+    "probability_flow_ode",
+    "rfft_shape",
+    "score_line_integral",
+    "wiener_filter_cg",
+    "wiener_filter_sample",
+]

@@ -1,0 +1,218 @@
+"""Acceptance tests of the annealed posterior sampler against exact Gaussian posteriors, the MAP
+estimate, and the eager input checks.
+
+The prior is a Gaussian random field with spectrum P(k) = 1 / (1 + (k / 0.5)^2) (per-mode variance,
+unitary FFT) on a periodic grid, and its score is the analytic sigma-convolved one; the noise is white
+with variance 0.1 per pixel. The posterior standard deviation per Fourier mode then ranges over
+0.11-0.30, and the annealing goes from sigma = 0.5 to 0.01.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jscore
+
+NOISE_VAR = 0.1
+SAMPLER = {
+    "sigma_init": 0.5,
+    "sigma_min": 0.01,
+    "sigma_decay": 0.98,
+    "step_size": 0.1,
+    "step_size_exponent": 0.5,
+}
+
+
+def _problem(shape, mask=None):
+    k = jscore.fourier_wavenumber(shape)
+    power = 1.0 / (1.0 + (k / 0.5) ** 2)
+    prior = jscore.GaussianFieldPrior(power, shape)
+    y = prior.sample(jax.random.key(1)) + jnp.sqrt(NOISE_VAR) * jax.random.normal(
+        jax.random.key(2), shape
+    )
+    if mask is not None:
+        y = y * mask
+    return prior, power, y
+
+
+def _mask(shape):
+    rng = np.random.default_rng(3)
+    n0, n1 = shape
+    mask = np.ones(shape)
+    mask[n0 // 4 : n0 // 2, n1 // 2 : 3 * n1 // 4] = 0.0  # a hole
+    mask[rng.random(shape) < 0.15] = 0.0  # scattered bad pixels
+    return mask
+
+
+def _fourier_errors(samples, mean, post_power):
+    """Mean error per Fourier mode in posterior standard deviations, and relative variance errors."""
+    n = samples.shape[0]
+    xh = np.fft.rfftn(np.asarray(samples, np.float64), axes=(1, 2), norm="ortho")
+    mh = np.fft.rfftn(np.asarray(mean, np.float64), norm="ortho")
+    post_power = np.asarray(post_power, np.float64)
+    sample_mean = xh.mean(0)
+    mean_error = np.abs(sample_mean - mh) / np.sqrt(post_power)
+    variance = np.sum(np.abs(xh - sample_mean) ** 2, axis=0) / (n - 1)
+    return mean_error, variance / post_power - 1.0
+
+
+def _check_unmasked(shape, num_chains, num_steps):
+    prior, power, y = _problem(shape)
+    op = jscore.IdentityOperator(shape)
+    noise = jscore.DiagonalNoise(jnp.full(shape, NOISE_VAR))
+    samples, info = jscore.annealed_posterior_sample(
+        prior.score, op.forward, op.adjoint, noise, y, jax.random.key(0),
+        num_chains=num_chains, num_steps=num_steps, **SAMPLER,
+    )  # fmt: skip
+    assert samples.shape == (num_chains, *shape)
+    np.testing.assert_allclose(np.asarray(info.sigma), SAMPLER["sigma_min"], rtol=1e-6)
+    # The exact posterior (Wiener filter), diagonal in Fourier space.
+    mean, post_power = jscore.fourier_wiener_filter(y, power, NOISE_VAR)
+    mean_error, variance_error = _fourier_errors(samples, mean, post_power)
+    # With n chains, sampling noise alone gives E|mean error| = 0.886 / sqrt(n) std per complex mode
+    # and E|variance error| = 1 / sqrt(n)-ish; the signed average of the variance error over the
+    # modes has a noise of ~1/sqrt(n * n_modes), so it measures the bias.
+    noise_level = 1.0 / np.sqrt(num_chains)
+    assert np.mean(mean_error) < 0.1
+    assert abs(np.mean(variance_error)) < 0.05
+    assert np.mean(np.abs(variance_error)) < 1.5 * noise_level
+    return np.mean(mean_error), np.mean(variance_error), np.mean(np.abs(variance_error))
+
+
+def _check_masked(shape, num_chains, num_steps, ref):
+    mask = _mask(shape)
+    prior, _, y = _problem(shape, jnp.asarray(mask))
+    op = jscore.MaskOperator(jnp.asarray(mask))
+    noise = jscore.DiagonalNoise(jnp.full(shape, NOISE_VAR))
+    samples, info = jscore.annealed_posterior_sample(
+        prior.score, op.forward, op.adjoint, noise, y, jax.random.key(0),
+        num_chains=num_chains, num_steps=num_steps, **SAMPLER,
+    )  # fmt: skip
+    np.testing.assert_allclose(np.asarray(info.sigma), SAMPLER["sigma_min"], rtol=1e-6)
+    # Reference mean: the iterative Wiener filter (itself tested against dense solves); reference
+    # pixel variances: the diagonal of the dense posterior covariance in float64.
+    mean, cg_info = jscore.wiener_filter_cg(y, op.forward, op.adjoint, noise, prior, tol=1e-6)
+    assert float(cg_info.residual_norm) < 1e-5
+    full_power = 1.0 / (1.0 + (ref.full_wavenumber(shape) / 0.5) ** 2)
+    noise_var = np.where(mask > 0, NOISE_VAR, np.inf).reshape(-1)
+    _, cov = ref.dense_gaussian_posterior(
+        ref.dense_circulant(full_power, shape),
+        np.eye(mask.size),
+        noise_var,
+        np.asarray(y, np.float64).reshape(-1),
+    )
+    sd = np.sqrt(np.diag(cov))
+    draws = np.asarray(samples, np.float64).reshape(num_chains, -1)
+    mean_error = np.abs(draws.mean(0) - np.asarray(mean, np.float64).reshape(-1)) / sd
+    variance_error = draws.var(0, ddof=1) / sd**2 - 1.0
+    hole = mask.reshape(-1) == 0
+    # Sampling noise per pixel: E|mean error| = 0.80 / sqrt(n), E|variance error| = 0.80 sqrt(2 / n).
+    noise_level = np.sqrt(2.0 / num_chains)
+    assert np.mean(mean_error) < 0.1
+    assert np.mean(mean_error[hole]) < 0.1
+    assert abs(np.mean(variance_error)) < 0.05
+    assert abs(np.mean(variance_error[hole])) < 0.05
+    assert np.mean(np.abs(variance_error)) < 1.2 * noise_level
+    return np.mean(mean_error), np.mean(variance_error), np.mean(np.abs(variance_error))
+
+
+def test_annealed_sampler_reproduces_the_wiener_posterior():
+    _check_unmasked((32, 32), num_chains=256, num_steps=250)
+
+
+def test_annealed_sampler_with_a_mask_reproduces_the_gaussian_posterior(ref):
+    _check_masked((32, 32), num_chains=256, num_steps=250, ref=ref)
+
+
+@pytest.mark.slow
+def test_annealed_sampler_reproduces_the_wiener_posterior_64():
+    _check_unmasked((64, 64), num_chains=1024, num_steps=300)
+
+
+@pytest.mark.slow
+def test_annealed_sampler_with_a_mask_reproduces_the_gaussian_posterior_64(ref):
+    _check_masked((64, 64), num_chains=1024, num_steps=300, ref=ref)
+
+
+def test_posterior_map_is_the_wiener_mean():
+    shape = (16, 16)
+    prior, power, y = _problem(shape)
+    op = jscore.IdentityOperator(shape)
+    noise = jscore.DiagonalNoise(jnp.full(shape, NOISE_VAR))
+    # Largest posterior curvature ~ 1 / 0.0115 + 1 / 0.1 ~ 97: step 0.01 is stable.
+    x_map = jscore.posterior_map(
+        prior.score, op.forward, op.adjoint, noise, y, num_steps=400, step_size=0.01,
+        sigma_init=0.5, sigma_final=1e-3, momentum=0.5,
+    )  # fmt: skip
+    mean, _ = jscore.fourier_wiener_filter(y, power, NOISE_VAR)
+    np.testing.assert_allclose(
+        np.asarray(x_map), np.asarray(mean), atol=1e-3 * float(jnp.max(jnp.abs(mean)))
+    )
+
+
+@pytest.mark.x64
+def test_sampler_runs_in_float64_is_reproducible_and_reports_progress():
+    shape = (8, 8)
+    prior, _, y = _problem(shape)
+    op = jscore.IdentityOperator(shape)
+    noise = jscore.FourierNoise(jnp.full(jscore.rfft_shape(shape), NOISE_VAR), shape)
+    reports = []
+
+    @jax.jit
+    def run(y, key):
+        return jscore.annealed_posterior_sample(
+            prior.score, op.forward, op.adjoint, noise, y, key, num_chains=4, num_steps=20,
+            num_ode_steps=4, progress_fn=lambda *r: reports.append(r), progress_every=8, **SAMPLER,
+        )  # fmt: skip
+
+    a, info = run(y, jax.random.key(7))
+    b, _ = run(y, jax.random.key(7))
+    assert a.dtype == jnp.float64
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert np.all(np.isfinite(np.asarray(a)))
+    assert np.all(np.asarray(info.num_accepted) > 0)
+    # Two runs, each reporting after steps 8, 16 and 20, with the chains' sigmas and counts.
+    assert [r[0] for r in reports] == [8, 16, 20, 8, 16, 20]
+    # (rtol: debug callbacks see float32 under the thread-local `jax.enable_x64` context)
+    np.testing.assert_allclose(reports[2][1], np.asarray(info.sigma), rtol=1e-6)
+    np.testing.assert_array_equal(reports[2][2], np.asarray(info.num_accepted))
+    assert np.all(reports[1][1] <= reports[0][1])
+
+
+def test_sampler_rejects_bad_inputs_eagerly():
+    shape = (8, 8)
+    prior, _, y = _problem(shape)
+    op = jscore.IdentityOperator(shape)
+    noise = jscore.DiagonalNoise(jnp.full(shape, NOISE_VAR))
+    key = jax.random.key(0)
+    run = jscore.annealed_posterior_sample
+    with pytest.raises(ValueError, match="noise is defined on data of shape"):
+        run(prior.score, op.forward, op.adjoint, jscore.DiagonalNoise(jnp.ones((4, 4))), y, key)
+    with pytest.raises(ValueError, match="forward_op maps"):
+        run(prior.score, lambda x: x[:4], lambda y: y, noise, y, key)
+    with pytest.raises(ValueError, match="score_fn returns"):
+        run(lambda x, s: x[0], op.forward, op.adjoint, noise, y, key)
+    with pytest.raises(ValueError, match="sigma_min"):
+        run(prior.score, op.forward, op.adjoint, noise, y, key, sigma_min=-1.0)
+    with pytest.raises(ValueError, match="sigma_decay"):
+        run(prior.score, op.forward, op.adjoint, noise, y, key, sigma_decay=1.5)
+    with pytest.raises(ValueError, match="num_chains"):
+        run(prior.score, op.forward, op.adjoint, noise, y, key, num_chains=0)
+    with pytest.raises(ValueError, match="init_position"):
+        run(
+            prior.score,
+            op.forward,
+            op.adjoint,
+            noise,
+            y,
+            key,
+            num_chains=2,
+            init_position=jnp.zeros((3, *shape)),
+        )
+    with pytest.raises(TypeError, match="noise"):
+        run(prior.score, op.forward, op.adjoint, jnp.ones(shape), y, key)
+    with pytest.raises(ValueError, match="shape"):
+        jscore.posterior_map(
+            prior.score, op.forward, op.adjoint, noise, y, init_position=jnp.zeros((4, 4))
+        )
