@@ -1,0 +1,123 @@
+"""Probability-flow ODE sampling on SO(3) with geometric (Lie-group) steps.
+
+With the noise scale `sigma` as time, the IGSO(3)-noised marginals `p_sigma` solve
+`d p / d sigma = sigma * Laplacian p`, and the probability-flow ODE that transports them is
+
+    dR / d sigma = hat(f(R, sigma)) @ R,   f(R, sigma) = -sigma * score(R, sigma),
+
+with `score` the world-frame tangent gradient of `log p_sigma` (the package convention). Each step
+multiplies `R` on the left by the exponential of a tangent vector (Crouch-Grossman / RKMK form), so `R`
+stays a rotation to rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from ._checks import check_matrix, check_positive
+from .so3 import exp
+
+_METHODS = ("euler", "heun", "midpoint")
+
+
+def sigma_schedule(sigma_max, sigma_min, num_steps: int):
+    """Geometrically spaced noise scales from `sigma_max` down to `sigma_min`.
+
+    **Arguments:**
+
+    - `sigma_max`, `sigma_min`: positive scalars (start and end of the integration).
+    - `num_steps`: number of steps (static int).
+
+    **Returns:**
+
+    Array of shape `(num_steps + 1,)` with `sigmas[0] = sigma_max` and `sigmas[-1] = sigma_min`.
+    """
+    check_positive(sigma_max, "sigma_max")
+    check_positive(sigma_min, "sigma_min")
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"`num_steps` must be a positive int, got {num_steps!r}.")
+    t = jnp.linspace(0.0, 1.0, num_steps + 1)
+    log_max = jnp.log(jnp.asarray(sigma_max, dtype=t.dtype))
+    log_min = jnp.log(jnp.asarray(sigma_min, dtype=t.dtype))
+    return jnp.exp(log_max + t * (log_min - log_max))
+
+
+def probability_flow_sample(
+    score_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    R_init,
+    sigmas,
+    *,
+    method: str = "heun",
+    orthonormalize: bool = True,
+):
+    """Integrate the probability-flow ODE `dR/dsigma = hat(-sigma score(R, sigma)) @ R` through
+    `sigmas` with a geometric one-step method.
+
+    The steps, with `h = sigmas[k+1] - sigmas[k]` and `f = -sigma * score`:
+
+    - `"euler"`: `R <- exp(h f(R, s_k)) R` (first order);
+    - `"heun"`: `k1 = f(R, s_k)`, `k2 = f(exp(h k1) R, s_{k+1})`, `R <- exp(h (k1 + k2) / 2) R`;
+    - `"midpoint"`: `k2 = f(exp(h/2 f(R, s_k)) R, s_k + h/2)`, `R <- exp(h k2) R`.
+
+    Heun and midpoint are second order (no commutator correction is needed at order 2). A pure function
+    built on `lax.scan`: jit it with `score_fn` closed over, vmap it, or differentiate through it.
+
+    **Arguments:**
+
+    - `score_fn`: `score_fn(R, sigma) -> (..., 3)`, the world-frame score of the noised density at
+      noise scale `sigma` (a scalar), for rotations `R` of shape `(..., 3, 3)`. Heun evaluates it at
+      every entry of `sigmas`, so the last one must be > 0 for it; midpoint and Euler never evaluate it
+      at `sigmas[-1]`.
+    - `R_init`: starting rotations, shape `(..., 3, 3)` (e.g. Haar-uniform, or IGSO(3) at `sigmas[0]`).
+    - `sigmas`: noise scales to step through, shape `(num_steps + 1,)`, usually decreasing
+      (see `sigma_schedule`).
+    - `method`: `"heun"` (default), `"midpoint"` or `"euler"`.
+    - `orthonormalize`: after each step, apply one Newton-Schulz polish `R <- R (3 I - R^T R) / 2`.
+      The geometric step keeps `R` a rotation up to rounding (about 1e-14 after 1000 steps in
+      float64), but in float32 the rounding drift reaches a few 1e-5 after 1000 steps; the polish
+      keeps it at the 1e-7 level and changes nothing else (it is a no-op on exact rotations).
+
+    **Returns:**
+
+    Rotations of the shape of `R_init`, transported from `sigmas[0]` to `sigmas[-1]`.
+    """
+    check_matrix(R_init, "R_init")
+    sigmas = jnp.asarray(sigmas)
+    if sigmas.ndim != 1 or sigmas.shape[0] < 2:
+        raise ValueError(
+            f"`sigmas` must have shape (num_steps + 1,) with >= 2 entries, got {sigmas.shape}."
+        )
+    if method not in _METHODS:
+        raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
+    R_init = jnp.asarray(R_init)
+    sigmas = sigmas.astype(R_init.dtype)
+
+    def velocity(R, sigma):
+        return -sigma * score_fn(R, sigma)
+
+    def move(R, h, f):
+        return exp(h * f) @ R
+
+    def step(R, interval):
+        s0, s1 = interval[0], interval[1]
+        h = s1 - s0
+        k1 = velocity(R, s0)
+        if method == "euler":
+            R_next = move(R, h, k1)
+        elif method == "heun":
+            k2 = velocity(move(R, h, k1), s1)
+            R_next = move(R, h, 0.5 * (k1 + k2))
+        else:
+            k2 = velocity(move(R, 0.5 * h, k1), s0 + 0.5 * h)
+            R_next = move(R, h, k2)
+        if orthonormalize:
+            eye = jnp.broadcast_to(jnp.eye(3, dtype=R_next.dtype), R_next.shape)
+            R_next = 0.5 * R_next @ (3.0 * eye - jnp.swapaxes(R_next, -1, -2) @ R_next)
+        return R_next, None
+
+    intervals = jnp.stack([sigmas[:-1], sigmas[1:]], axis=-1)
+    R_final, _ = jax.lax.scan(step, R_init, intervals)
+    return R_final
