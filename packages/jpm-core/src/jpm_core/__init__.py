@@ -1,21 +1,88 @@
 """`jpm_core`: distributed, differentiable particle-mesh N-body simulations in JAX.
 
-See the package README for what it offers; everything exported here is public API, everything under
-`jpm_core._src` is private.
+The bottom layer of the jpm federation. What it offers, grouped as in the README:
+
+- **Cosmology**: `Cosmology`, `check_cosmology`, `efunc`, `comoving_distance`,
+  `scale_factor_of_chi`, `growth_factor`, `growth_rate`, `growth_factor_second`,
+  `growth_rate_second`, `linear_power`, `sigma_r`.
+- **Mesh**: `Domain`, `fft`, `ifft`, `wavevectors`, `wavenumbers`, the Fourier kernels,
+  `white_noise`, `linear_field`, `paint`, `read`, `pm_forces`, `power_spectrum`,
+  `cross_correlation`.
+- **Dynamics**: `ParticleState`, `lagrangian_grid`, `lpt`, `nbody` (with the `potential_filter`
+  and `observer` hooks), `nbody_vector_field`.
+
+Everything exported here is public API; everything under `jpm_core._src` is private.
 """
 
 __version__ = "0.1.0"
 
-# --- cosmology exports (begin) ---
-# --- cosmology exports (end) ---
-
-# --- mesh exports (begin) ---
-# --- mesh exports (end) ---
+from jpm_core._src.cosmology.background import comoving_distance, efunc, scale_factor_of_chi
+from jpm_core._src.cosmology.growth import (
+    growth_factor,
+    growth_factor_second,
+    growth_rate,
+    growth_rate_second,
+)
+from jpm_core._src.cosmology.parameters import HUBBLE_DISTANCE, Cosmology, check_cosmology
+from jpm_core._src.cosmology.power import T_CMB, linear_power, sigma_r
+from jpm_core._src.domain import Domain
+from jpm_core._src.fft import fft, ifft, wavenumbers, wavevectors
+from jpm_core._src.fields import linear_field, linear_field_from_noise, white_noise
+from jpm_core._src.forces import pm_forces, potential_k
+from jpm_core._src.kernels import (
+    gaussian_filter_kernel,
+    gradient_kernel,
+    inverse_laplace_kernel,
+    laplace_kernel,
+)
+from jpm_core._src.lpt import lagrangian_grid, lpt, lpt_displacements
+from jpm_core._src.nbody import NBodyResult, nbody, nbody_vector_field
+from jpm_core._src.painting import compensate_window, mass_assignment_window, paint, read
+from jpm_core._src.power import PowerSpectrum, cross_correlation, default_k_edges, power_spectrum
+from jpm_core._src.state import ParticleState
 
 __all__ = [
+    "HUBBLE_DISTANCE",
+    "T_CMB",
+    "Cosmology",
+    "Domain",
+    "NBodyResult",
+    "ParticleState",
+    "PowerSpectrum",
     "__version__",
-    # --- cosmology __all__ (begin) ---
-    # --- cosmology __all__ (end) ---
-    # --- mesh __all__ (begin) ---
-    # --- mesh __all__ (end) ---
+    "check_cosmology",
+    "comoving_distance",
+    "compensate_window",
+    "cross_correlation",
+    "default_k_edges",
+    "efunc",
+    "fft",
+    "gaussian_filter_kernel",
+    "gradient_kernel",
+    "growth_factor",
+    "growth_factor_second",
+    "growth_rate",
+    "growth_rate_second",
+    "ifft",
+    "inverse_laplace_kernel",
+    "lagrangian_grid",
+    "laplace_kernel",
+    "linear_field",
+    "linear_field_from_noise",
+    "linear_power",
+    "lpt",
+    "lpt_displacements",
+    "mass_assignment_window",
+    "nbody",
+    "nbody_vector_field",
+    "paint",
+    "pm_forces",
+    "potential_k",
+    "power_spectrum",
+    "read",
+    "scale_factor_of_chi",
+    "sigma_r",
+    "wavenumbers",
+    "wavevectors",
+    "white_noise",
 ]

@@ -1,0 +1,150 @@
+"""3-D Fourier transforms of mesh fields (real-to-complex on one device) and wavevector grids.
+
+Layout and normalisation (the contract every kernel in `jpm_core` relies on):
+
+- On one device `fft(field, domain)` is the unnormalised forward DFT restricted to the non-negative
+  half of the last axis, `F[k] = sum_x f[x] exp(-i k.x)`, with shape
+  `domain.fourier_shape = (nx, ny, nz//2+1)`; `ifft` is its inverse (carrying the `1 / n_cells`).
+  This is `numpy.fft.rfftn` / `irfftn`.
+- Arrays in Fourier space must only be combined with arrays from `wavevectors`/`wavenumbers` (or the
+  kernels built from them): the distributed transform returns a transposed layout, these functions
+  follow it, so code written against them needs no change.
+
+On one device this is `jnp.fft.rfftn`, which does half the work and memory of the complex transform.
+With a distributed `Domain` (`device_grid = (px, py) != (1, 1)`) the field is sharded as
+`P("x", "y")` over a `(px, py)` mesh of the first `px * py` devices and transformed by jaxdecomp's
+pencil FFT (`jaxdecomp.fft.pfft3d`): a complex transform (jaxdecomp 0.3.1 has no distributed real
+transform: its `prfft3d` raises), whose output is transposed to `(ny, nz, nx)`;
+`domain.fourier_shape` and `wavevectors` follow that layout.
+
+Known limitation (jaxdecomp 0.3.1, jax 0.10): the distributed transform fails in float64 when x64 is
+enabled with the thread-local context manager `jax.enable_x64(True)` ("Mismatch in result shapes",
+complex64 vs complex128: the custom partitioner runs outside that context); enabling it globally,
+`jax.config.update("jax_enable_x64", True)`, works.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.typing import ArrayLike
+
+from jpm_core._src.domain import Domain
+
+__all__ = ["fft", "ifft", "wavenumbers", "wavevectors"]
+
+
+def _float_dtype() -> jnp.dtype:
+    """The default floating dtype: float64 under `jax_enable_x64`, float32 otherwise."""
+    return jnp.result_type(float)
+
+
+def _check_domain(domain: Domain) -> None:
+    if not isinstance(domain, Domain):
+        raise TypeError(f"domain must be a jpm_core.Domain, got {type(domain).__name__}")
+
+
+def _pencil_sharding(domain: Domain) -> NamedSharding:
+    """Sharding of a real mesh field over the device grid: x split over `px`, y over `py`."""
+    px, py = domain.device_grid
+    devices = jax.devices()
+    if len(devices) < px * py:
+        raise ValueError(
+            f"device_grid={domain.device_grid!r} needs {px * py} devices, "
+            f"but only {len(devices)} are visible"
+        )
+    grid = np.asarray(devices[: px * py], dtype=object).reshape(px, py)
+    return NamedSharding(Mesh(grid, ("x", "y")), PartitionSpec("x", "y"))
+
+
+def _check_shape(name: str, array: Array, expected: tuple[int, ...]) -> None:
+    if tuple(array.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(array.shape)}")
+
+
+def fft(field: ArrayLike, domain: Domain) -> Array:
+    """Forward real-to-complex Fourier transform of a mesh field.
+
+    **Arguments:**
+
+    - `field`: real array of shape `domain.mesh_shape`.
+    - `domain`: the `Domain` the field lives on.
+
+    **Returns:** complex array of shape `domain.fourier_shape`, unnormalised
+    (`F[0, 0, 0] = field.sum()`), in the layout of `wavevectors(domain)`: `(nx, ny, nz//2+1)` on
+    one device, the full transposed `(ny, nz, nx)` grid when distributed.
+    """
+    _check_domain(domain)
+    field = jnp.asarray(field)
+    _check_shape("field", field, domain.mesh_shape)
+    if jnp.iscomplexobj(field):
+        raise TypeError(f"fft expects a real field, got dtype {field.dtype}")
+    if domain.is_distributed:
+        import jaxdecomp  # deferred: only the distributed path needs it
+
+        field = jax.lax.with_sharding_constraint(field, _pencil_sharding(domain))
+        return jaxdecomp.fft.pfft3d(field)
+    return jnp.fft.rfftn(field, axes=(0, 1, 2))
+
+
+def ifft(field_k: ArrayLike, domain: Domain) -> Array:
+    """Inverse of `fft`: complex Fourier coefficients back to a real mesh field.
+
+    **Arguments:**
+
+    - `field_k`: complex array of shape `domain.fourier_shape`, in the layout of `fft`.
+    - `domain`: the `Domain` the field lives on.
+
+    **Returns:** real array of shape `domain.mesh_shape` (the `1 / n_cells` normalisation is applied
+    here, so `ifft(fft(f)) == f`).
+    """
+    _check_domain(domain)
+    field_k = jnp.asarray(field_k)
+    _check_shape("field_k", field_k, domain.fourier_shape)
+    if domain.is_distributed:
+        import jaxdecomp
+
+        field = jnp.real(jaxdecomp.fft.pifft3d(field_k))
+        return jax.lax.with_sharding_constraint(field, _pencil_sharding(domain))
+    return jnp.fft.irfftn(field_k, s=domain.mesh_shape, axes=(0, 1, 2))
+
+
+def wavevectors(domain: Domain) -> tuple[Array, Array, Array]:
+    """Wavevector components matching the layout of `fft(field, domain)`.
+
+    **Arguments:**
+
+    - `domain`: the `Domain`.
+
+    **Returns:** `(kx, ky, kz)` in h/Mpc, in the default float dtype, with shapes `(nx, 1, 1)`,
+    `(1, ny, 1)`, `(1, 1, nz // 2 + 1)`; they broadcast against `fft` output. `k_i = 2 pi m / L_i`
+    with `m` the signed frequency index.
+    """
+    _check_domain(domain)
+    dtype = _float_dtype()
+    kx, ky, kz = domain.kvec()
+    return jnp.asarray(kx, dtype), jnp.asarray(ky, dtype), jnp.asarray(kz, dtype)
+
+
+def wavenumbers(domain: Domain) -> Array:
+    """Modulus `|k|` of the wavevector on the Fourier grid of `fft(field, domain)`.
+
+    **Arguments:**
+
+    - `domain`: the `Domain`.
+
+    **Returns:** array of shape `domain.fourier_shape` in h/Mpc (0 at the origin).
+    """
+    _check_domain(domain)
+    return _wavenumbers(domain)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _wavenumbers(domain: Domain) -> Array:
+    kx, ky, kz = wavevectors(domain)
+    return jnp.sqrt(kx**2 + ky**2 + kz**2)

@@ -1,0 +1,403 @@
+"""FastPM-style kick-drift-kick particle-mesh integration in the scale factor.
+
+Equations of motion (positions `x` and momenta `p` in mesh units, time variable `a`, time measured
+in 1/H0):
+
+    dx/da = p / (a^3 E(a)),        dp/da = F(x, a) / (a^2 E(a)),
+    F = (3 Omega_m / 2) * pm_forces(x)      (points towards overdensities).
+
+One step from `a0` to `a1` (midpoint `ah = (a0 + a1) / 2`), one force evaluation per step (the
+force at the end of a step is reused by the next one):
+
+    p <- p + K(a0, ah; a0) F(x, a0)
+    x <- x + Dr(a0, a1; ah) p
+    p <- p + K(ah, a1; a1) F(x, a1)
+
+With `G_p(a) = a^3 E dD1/da = a^2 E f1 D1` and `G_f(a) = a^2 E dG_p/da = (3/2) Omega_m D1` (the
+linear growth equation), Feng et al. (2016, FastPM) choose
+
+    Dr(a0, a1; ah) = (D1(a1) - D1(a0)) / G_p(ah),     K(a0, a1; ac) = (G_p(a1) - G_p(a0)) / G_f(ac),
+
+so that the Zel'dovich trajectory `x = q + D1 psi`, `p = G_p psi` (whose force is
+`F = G_f psi`) is reproduced exactly whatever the step size; for small steps they tend to the
+leapfrog factors `da / (a^3 E)` and `da / (a^2 E)`.
+"""
+
+from __future__ import annotations
+
+import numbers
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from jax.typing import ArrayLike
+
+from jpm_core._src.cosmology.background import efunc
+from jpm_core._src.cosmology.growth import growth_factor, growth_rate
+from jpm_core._src.cosmology.parameters import Cosmology
+from jpm_core._src.domain import Domain
+from jpm_core._src.fft import _check_domain
+from jpm_core._src.forces import pm_forces
+from jpm_core._src.kernels import KernelKind
+from jpm_core._src.lpt import check_scale_factor, is_concrete
+from jpm_core._src.painting import Scheme
+from jpm_core._src.state import ParticleState
+
+__all__ = ["NBodyResult", "nbody", "nbody_vector_field"]
+
+PotentialFilter = Callable[[Array, Array], ArrayLike]
+"""`(kmag, a) -> multiplier` of the potential in Fourier space (see `nbody`)."""
+
+Observer = Callable[[ParticleState, Array, Array, Any], Any]
+"""`(state, a_start, a_end, carry) -> carry`, called once per step (see `nbody`)."""
+
+_SNAPSHOT_RTOL = 1e-6
+_MIN_FACTOR_BATCH = 64
+
+
+class NBodyResult(NamedTuple):
+    """What `nbody` returns (a PyTree).
+
+    - `snapshots`: a `ParticleState` whose leaves have a leading axis of length `n_snapshots`:
+      `positions` and `momenta` `(n_snapshots, *particle_shape, 3)`, `a` `(n_snapshots,)`.
+    - `observer_carry`: the final carry of the observer (`observer_init` if there is no observer).
+    """
+
+    snapshots: ParticleState
+    observer_carry: Any
+
+
+# ------------------------------------------------------------------------------- eager checks
+def _as_increasing(name: str, values: object) -> np.ndarray:
+    if isinstance(values, jax.core.Tracer):
+        raise TypeError(f"{name} must be concrete (static configuration), got a tracer")
+    array = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(
+            f"{name} must be a non-empty 1-D sequence of scale factors, got {values!r}"
+        )
+    check_scale_factor(name, array)
+    if np.any(np.diff(array) <= 0):
+        raise ValueError(f"{name} must be strictly increasing, got {values!r}")
+    return array
+
+
+def _concrete_scalar(value: object) -> float | None:
+    if isinstance(value, jax.core.Tracer):
+        return None
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim != 0:
+        raise ValueError(f"state.a must be a scalar, got shape {array.shape}")
+    return float(array)
+
+
+def _check_state(state: object, domain: Domain) -> ParticleState:
+    if not isinstance(state, ParticleState):
+        raise TypeError(f"state must be a jpm_core.ParticleState, got {type(state).__name__}")
+    x, p = state.positions, state.momenta
+    if x.ndim < 2 or x.shape[-1] != 3:
+        raise ValueError(
+            f"state.positions must have shape (..., 3) in mesh units, got {tuple(x.shape)}"
+        )
+    if p.shape != x.shape:
+        raise ValueError(
+            f"state.momenta must have the shape of state.positions {tuple(x.shape)}, "
+            f"got {tuple(p.shape)}"
+        )
+    if x.ndim == 4 and x.shape[:3] != domain.mesh_shape:
+        raise ValueError(
+            f"state.positions of shape {tuple(x.shape)} is a Lagrangian grid that does not match "
+            f"domain.mesh_shape={domain.mesh_shape} (reshape to (n_particles, 3) to run particles "
+            "on a different mesh)"
+        )
+    if jnp.ndim(state.a) != 0:
+        raise ValueError(f"state.a must be a scalar, got shape {jnp.shape(state.a)}")
+    return state
+
+
+def _time_grid(
+    steps: int | Sequence[float], a_init: float | None, state_a: float | None, a_final: float
+) -> np.ndarray:
+    """The step boundaries `(n_steps + 1,)` as float64 NumPy, checked."""
+    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool):
+        if steps < 1:
+            raise ValueError(f"steps (the number of steps) must be >= 1, got {steps!r}")
+        if a_init is None:
+            a_init = state_a
+        if a_init is None:
+            raise ValueError(
+                "state.a is traced: pass a_init (a Python float) or an explicit list of steps"
+            )
+        check_scale_factor("a_init", a_init)
+        if a_final <= a_init:
+            raise ValueError(
+                f"the last snapshot a={a_final!r} must be after the initial a={a_init!r}"
+            )
+        grid = np.linspace(a_init, a_final, int(steps) + 1)
+    elif isinstance(steps, numbers.Number):  # bool and float included
+        raise TypeError(f"steps must be an int or a sequence of scale factors, got {steps!r}")
+    else:
+        grid = _as_increasing("steps", steps)
+        if grid.size < 2:
+            raise ValueError(
+                f"an explicit list of steps needs at least 2 boundaries, got {steps!r}"
+            )
+        if a_init is not None and not np.isclose(grid[0], a_init, rtol=_SNAPSHOT_RTOL, atol=0):
+            raise ValueError(f"steps[0]={grid[0]!r} differs from a_init={a_init!r}")
+    if state_a is not None and not np.isclose(grid[0], state_a, rtol=1e-6, atol=0):
+        raise ValueError(f"the first step starts at a={grid[0]!r} but state.a={state_a!r}")
+    return grid
+
+
+def _snapshot_slots(grid: np.ndarray, snapshots: np.ndarray) -> tuple[np.ndarray, bool]:
+    """For each step, the snapshot slot written at its end (n_snapshots: none); initial flag."""
+    n_snap = snapshots.size
+    slots = np.full(grid.size - 1, n_snap, dtype=np.int32)
+    at_start = False
+    for j, a in enumerate(snapshots):
+        matches = np.flatnonzero(np.isclose(grid, a, rtol=_SNAPSHOT_RTOL, atol=0))
+        if matches.size != 1:
+            raise ValueError(
+                f"snapshot a={a!r} is not a step boundary; snapshots must coincide with step "
+                f"boundaries (the grid is {grid.tolist()}); change steps or the snapshots"
+            )
+        if matches[0] == 0:
+            at_start = True
+            if j != 0:  # unreachable for increasing snapshots; kept for clarity
+                raise ValueError("only the first snapshot may be at the initial scale factor")
+        else:
+            slots[matches[0] - 1] = j
+    return slots, at_start
+
+
+# ------------------------------------------------------------------------------- the physics
+def _step_factors(cosmo: Cosmology, grid: np.ndarray, dtype: jnp.dtype) -> dict[str, Array]:
+    """Kick and drift factors of every step (arrays of shape `(n_steps,)`)."""
+    n = grid.size - 1
+    a0, a1 = grid[:-1], grid[1:]
+    ah = 0.5 * (a0 + a1)
+    # One evaluation of each growth function on all the scale factors (each builds its table),
+    # padded to a power of two so that eager calls with other step counts reuse the compilation.
+    a_all = np.concatenate([a0, a1, ah])
+    size = max(_MIN_FACTOR_BATCH, 1 << int(np.ceil(np.log2(a_all.size))))
+    a = jnp.asarray(np.pad(a_all, (0, size - a_all.size), constant_values=1.0), dtype)
+    d1 = growth_factor(cosmo, a).astype(dtype)
+    g_p = a * a * efunc(cosmo, a).astype(dtype) * growth_rate(cosmo, a).astype(dtype) * d1
+    g_f = 1.5 * jnp.asarray(cosmo.Omega_m, dtype) * d1
+    d_0, d_1 = d1[:n], d1[n : 2 * n]
+    gp_0, gp_1, gp_h = g_p[:n], g_p[n : 2 * n], g_p[2 * n : 3 * n]
+    return {
+        "a0": a[:n],
+        "a1": a[n : 2 * n],
+        "kick_first": (gp_h - gp_0) / g_f[:n],
+        "drift": (d_1 - d_0) / gp_h,
+        "kick_second": (gp_1 - gp_h) / g_f[n : 2 * n],
+    }
+
+
+def _force_function(
+    cosmo: Cosmology,
+    domain: Domain,
+    potential_filter: PotentialFilter | None,
+    kernel: KernelKind,
+    laplace: KernelKind,
+    scheme: Scheme,
+) -> Callable[[Array, Array], Array]:
+    def force(positions: Array, a: Array) -> Array:
+        filt = None if potential_filter is None else (lambda kmag: potential_filter(kmag, a))
+        pm = pm_forces(
+            positions,
+            domain,
+            kernel=kernel,
+            laplace=laplace,
+            scheme=scheme,
+            potential_filter=filt,
+        )
+        return (1.5 * jnp.asarray(cosmo.Omega_m, pm.dtype)) * pm.astype(positions.dtype)
+
+    return force
+
+
+def _progress(step: Array, n_steps: int) -> None:
+    def report(i):
+        i = int(i) + 1
+        end = "\n" if i == n_steps else ""
+        print(f"\rnbody: step {i}/{n_steps}", end=end, file=sys.stderr, flush=True)
+
+    jax.debug.callback(report, step)
+
+
+def nbody(
+    cosmo: Cosmology,
+    state: ParticleState,
+    domain: Domain,
+    a_snapshots: float | Sequence[float],
+    *,
+    steps: int | Sequence[float],
+    a_init: float | None = None,
+    potential_filter: PotentialFilter | None = None,
+    observer: Observer | None = None,
+    observer_init: Any = None,
+    checkpoint: bool = True,
+    progress: bool = False,
+    kernel: KernelKind = "spectral",
+    laplace: KernelKind = "spectral",
+    scheme: Scheme = "cic",
+) -> NBodyResult:
+    """Integrate particles with the FastPM kick-drift-kick scheme and return snapshots.
+
+    The steps run inside one `jax.lax.scan`, so compile time does not depend on the number of
+    steps; one PM force evaluation per step (plus one at the start). The scheme is exact for
+    linear (Zel'dovich) growth whatever the step size (see the module docstring): 5-10 steps from
+    a = 0.1 suffice on large scales.
+
+    **Time grid.** `steps` is the number of steps uniform in `a` from the initial scale factor to
+    the last snapshot, or an explicit increasing sequence of step boundaries (its first element
+    is the initial scale factor). Every snapshot must coincide with a step boundary (to relative
+    1e-6), otherwise `ValueError`; a snapshot at the initial scale factor returns the input state.
+    The grid is static configuration: a new grid recompiles.
+
+    **Gradients.** With `checkpoint=True` (default) each step is wrapped in `jax.checkpoint`:
+    the backward pass stores only the carried `(positions, momenta, force)` per step and
+    recomputes the step's intermediates (painting, FFTs), so gradient memory grows by
+    `9 * n_particles` floats per step instead of all the step's intermediates. Snapshots are
+    written into a buffer carried through the scan by a linear update, which adds nothing per
+    step to the backward pass.
+
+    **Arguments:**
+
+    - `cosmo`: the `Cosmology` (traced; differentiable).
+    - `state`: the initial `ParticleState` (e.g. from `jpm_core.lpt`), positions and momenta of
+      shape `(..., 3)` in mesh units; a 4-D `(nx, ny, nz, 3)` state must match
+      `domain.mesh_shape`.
+    - `domain`: the `Domain` of the force mesh (static).
+    - `a_snapshots`: scale factor(s) of the snapshots, strictly increasing, in (0, 1.5] (static).
+    - `steps`: number of steps (int >= 1, uniform in a) or the sequence of step boundaries.
+    - `a_init`: the initial scale factor, needed when `state.a` is traced (e.g. `state` is an
+      argument of a jitted function) and `steps` is an int; checked against `state.a` when both
+      are concrete.
+    - `potential_filter`: optional `(kmag, a) -> multiplier` applied to the Fourier-space
+      potential at every force evaluation, `kmag` the `|k|` array in h/Mpc of shape
+      `domain.fourier_shape`, `a` the scalar scale factor of the force; a scalar or an array of
+      that shape. It may close over traced parameters: gradients flow through it. A multiplier of
+      0 switches gravity off.
+    - `observer`: optional `(state, a_start, a_end, carry) -> carry`, called once per step, in
+      order, with the `ParticleState` at the *end* of the step (`state.a == a_end`) and the
+      step's interval `[a_start, a_end]` (scalar arrays): consecutive intervals tile
+      `[a_init, a_final]`. It must be a pure function of its arguments (it runs inside `scan`);
+      `carry` is any PyTree of fixed structure, shapes and dtypes. Its intermediates are kept
+      per step by autodiff: wrap it in `jax.checkpoint` if they are large.
+    - `observer_init`: the initial carry of `observer`.
+    - `checkpoint`: rematerialise each step in the backward pass (see above).
+    - `progress`: print `nbody: step i/n` to stderr as the steps run (through
+      `jax.debug.callback`; works under `jit`); off by default.
+    - `kernel`, `laplace`, `scheme`: passed to `jpm_core.pm_forces`.
+
+    **Returns:** an `NBodyResult` `(snapshots, observer_carry)`.
+
+    **Raises:** `ValueError`/`TypeError` eagerly: snapshots not strictly increasing, a scale factor
+    outside (0, 1.5], `steps < 1`, a snapshot that is not a step boundary, a state whose shapes
+    do not match each other or the domain, `state.a` differing from the start of the grid.
+    """
+    _check_domain(domain)
+    state = _check_state(state, domain)
+    snapshots = _as_increasing("a_snapshots", a_snapshots)
+    if a_init is not None:
+        check_scale_factor("a_init", a_init)
+        a_init = float(a_init)
+    grid = _time_grid(steps, a_init, _concrete_scalar(state.a), float(snapshots[-1]))
+    if snapshots[0] < grid[0] * (1 - _SNAPSHOT_RTOL):
+        raise ValueError(f"snapshots {snapshots.tolist()} start before the initial a={grid[0]!r}")
+    slots, at_start = _snapshot_slots(grid, snapshots)
+    n_steps, n_snap = grid.size - 1, snapshots.size
+
+    x0 = jnp.asarray(state.positions)
+    if not jnp.issubdtype(x0.dtype, jnp.floating):
+        raise TypeError(f"state.positions must be floating, got {x0.dtype}")
+    dtype = x0.dtype
+    p0 = jnp.asarray(state.momenta).astype(dtype)
+    if is_concrete(cosmo):
+        # a fixed cosmology: the factors are constants of the program, computed now with the
+        # growth functions' own cached compilations instead of being inlined into it
+        with jax.ensure_compile_time_eval():
+            factors = _step_factors(cosmo, grid, dtype)
+    else:
+        factors = _step_factors(cosmo, grid, dtype)
+    force = _force_function(cosmo, domain, potential_filter, kernel, laplace, scheme)
+
+    def step(x, p, f, a1, kick_first, drift, kick_second):
+        p = p + kick_first * f
+        x = x + drift * p
+        f = force(x, a1)
+        p = p + kick_second * f
+        return x, p, f
+
+    if checkpoint:
+        step = jax.checkpoint(step)
+
+    def body(carry, xs):
+        x, p, f, buf_x, buf_p, obs = carry
+        x, p, f = step(x, p, f, xs["a1"], xs["kick_first"], xs["drift"], xs["kick_second"])
+        if observer is not None:
+            obs = observer(ParticleState(x, p, xs["a1"]), xs["a0"], xs["a1"], obs)
+        buf_x = jax.lax.dynamic_update_index_in_dim(buf_x, x, xs["slot"], 0)
+        buf_p = jax.lax.dynamic_update_index_in_dim(buf_p, p, xs["slot"], 0)
+        if progress:
+            _progress(xs["index"], n_steps)
+        return (x, p, f, buf_x, buf_p, obs), None
+
+    f0 = force(x0, jnp.asarray(grid[0], dtype))
+    buf_x = jnp.zeros((n_snap + 1, *x0.shape), dtype)
+    buf_p = jnp.zeros((n_snap + 1, *x0.shape), dtype)
+    if at_start:
+        buf_x = buf_x.at[0].set(x0)
+        buf_p = buf_p.at[0].set(p0)
+    xs = dict(factors, slot=jnp.asarray(slots), index=jnp.arange(n_steps))
+    carry = (x0, p0, f0, buf_x, buf_p, observer_init)
+    (_, _, _, buf_x, buf_p, obs), _ = jax.lax.scan(body, carry, xs)
+    snaps = ParticleState(
+        positions=buf_x[:n_snap], momenta=buf_p[:n_snap], a=jnp.asarray(snapshots, dtype)
+    )
+    return NBodyResult(snapshots=snaps, observer_carry=obs)
+
+
+def nbody_vector_field(
+    cosmo: Cosmology,
+    domain: Domain,
+    *,
+    potential_filter: PotentialFilter | None = None,
+    kernel: KernelKind = "spectral",
+    laplace: KernelKind = "spectral",
+    scheme: Scheme = "cic",
+) -> Callable[[ArrayLike, tuple[Array, Array], Any], tuple[Array, Array]]:
+    """The equations of motion as a vector field `(a, (x, p), args) -> (dx/da, dp/da)`.
+
+    Its signature is that of a `diffrax.ODETerm` vector field, so
+    `diffrax.ODETerm(nbody_vector_field(cosmo, domain))` integrates the same equations as
+    `nbody` with any diffrax solver and adjoint (diffrax is not a dependency of `jpm_core`):
+    `dx/da = p / (a^3 E)`, `dp/da = (3 Omega_m / 2) pm_forces(x) / (a^2 E)`.
+
+    **Arguments:**
+
+    - `cosmo`: the `Cosmology` (closed over; differentiable).
+    - `domain`: the `Domain` of the force mesh.
+    - `potential_filter`, `kernel`, `laplace`, `scheme`: as in `nbody`.
+
+    **Returns:** a function `(a, (positions, momenta), args) -> (dx/da, dp/da)`, `a` a scalar,
+    positions and momenta `(..., 3)` in mesh units; `args` is ignored.
+    """
+    _check_domain(domain)
+    force = _force_function(cosmo, domain, potential_filter, kernel, laplace, scheme)
+
+    def vector_field(a, y, args):
+        del args
+        x, p = y
+        a = jnp.asarray(a, x.dtype)
+        e = efunc(cosmo, a).astype(x.dtype)
+        return p / (a**3 * e), force(x, a) / (a**2 * e)
+
+    return vector_field
