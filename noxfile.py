@@ -247,5 +247,10 @@ def build(session: nox.Session) -> None:
         session.run(
             "uv", "build", "--quiet", "--out-dir", str(out), str(PACKAGES_DIR / dist), external=True
         )
-    session.run("twine", "check", "--strict", *sorted(str(p) for p in out.glob("*.*") if p.suffix in {".whl", ".gz"}))
+    session.run(
+        "twine",
+        "check",
+        "--strict",
+        *sorted(str(p) for p in out.glob("*.*") if p.suffix in {".whl", ".gz"}),
+    )
     session.run("python", "tools/check_dists.py", str(out), *PACKAGES)
