@@ -117,7 +117,7 @@ def run_pytest(
     shutil.copy(ROOT / "conftest.py", scratch / "conftest.py")
     for src in test_dirs:
         # a folder name that can never shadow an installed package (no `jinfer/` next to the tests)
-        shutil.copytree(src, scratch / f"{src.parent.name}-{src.name}")
+        shutil.copytree(src, scratch / "-".join(src.relative_to(ROOT).parts))
     session.chdir(scratch)
     args = ["-p", "no:cacheprovider", "-ra", "--strict-markers", "--import-mode=importlib"]
     args += ["-m", marker, *extra, *session.posargs]

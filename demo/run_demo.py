@@ -69,7 +69,9 @@ def simulate(args: argparse.Namespace, cosmo: jc.Cosmology, domain: jc.Domain, k
     @jax.jit
     def run(delta):
         state = jc.lpt(cosmo, delta, domain, a_init, order=2)
-        return state, jc.nbody(cosmo, state, domain, snapshots, steps=args.steps).snapshots
+        return state, jc.nbody(
+            cosmo, state, domain, snapshots, steps=args.steps, progress=True
+        ).snapshots
 
     t0 = time.perf_counter()
     initial, snaps = jax.block_until_ready(run(delta_lin))
