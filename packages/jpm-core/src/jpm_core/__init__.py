@@ -10,6 +10,8 @@ The bottom layer of the jpm federation. What it offers, grouped as in the README
   `cross_correlation`.
 - **Dynamics**: `ParticleState`, `lagrangian_grid`, `lpt`, `nbody` (with the `potential_filter`
   and `observer` hooks), `nbody_vector_field`.
+- **Files and command line**: `save_snapshots`, `load_snapshots`, `SnapshotFile`; the
+  `jpm-simulate` console script (`python -m jpm_core`).
 
 Everything exported here is public API; everything under `jpm_core._src` is private.
 """
@@ -29,6 +31,7 @@ from jpm_core._src.domain import Domain
 from jpm_core._src.fft import fft, ifft, wavenumbers, wavevectors
 from jpm_core._src.fields import linear_field, linear_field_from_noise, white_noise
 from jpm_core._src.forces import pm_forces, potential_k
+from jpm_core._src.io import SnapshotFile, load_snapshots, save_snapshots
 from jpm_core._src.kernels import (
     gaussian_filter_kernel,
     gradient_kernel,
@@ -49,6 +52,7 @@ __all__ = [
     "NBodyResult",
     "ParticleState",
     "PowerSpectrum",
+    "SnapshotFile",
     "__version__",
     "check_cosmology",
     "comoving_distance",
@@ -70,6 +74,7 @@ __all__ = [
     "linear_field",
     "linear_field_from_noise",
     "linear_power",
+    "load_snapshots",
     "lpt",
     "lpt_displacements",
     "mass_assignment_window",
@@ -80,6 +85,7 @@ __all__ = [
     "potential_k",
     "power_spectrum",
     "read",
+    "save_snapshots",
     "scale_factor_of_chi",
     "sigma_r",
     "wavenumbers",
