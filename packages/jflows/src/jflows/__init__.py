@@ -7,11 +7,20 @@ under `jflows._src` is private.
 from jflows._src.distrax_adapter import to_distrax
 from jflows._src.flow import ConditionalFlow
 from jflows._src.layers import BoxScaling, Coupling, LogisticScaling, Permutation, standardisation
+from jflows._src.metrics import c2st
+from jflows._src.train import fit, fit_nle, fit_npe, held_out_nll, load, save
 from jflows._src.transforms import MonotoneMixture, RampMixture, SigmoidMixture
+from jflows._src.two_moons import (
+    TWO_MOONS_X_OBS,
+    two_moons_log_likelihood,
+    two_moons_reference_posterior,
+    two_moons_simulate,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "TWO_MOONS_X_OBS",
     "BoxScaling",
     "ConditionalFlow",
     "Coupling",
@@ -21,6 +30,16 @@ __all__ = [
     "RampMixture",
     "SigmoidMixture",
     "__version__",
+    "c2st",
+    "fit",
+    "fit_nle",
+    "fit_npe",
+    "held_out_nll",
+    "load",
+    "save",
     "standardisation",
     "to_distrax",
+    "two_moons_log_likelihood",
+    "two_moons_reference_posterior",
+    "two_moons_simulate",
 ]
