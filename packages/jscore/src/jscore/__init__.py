@@ -20,6 +20,7 @@ from ._src.hmc import (
     annealed_hmc_step,
     score_line_integral,
 )
+from ._src.networks import HybridScore, ScoreMLP, ScoreUNet, sigma_features
 from ._src.noise import AbstractNoise, DiagonalNoise, FourierNoise
 from ._src.operators import IdentityOperator, MaskOperator, adjoint_mismatch
 from ._src.prior import GaussianFieldPrior
@@ -30,6 +31,16 @@ from ._src.sampler import (
     posterior_map,
     probability_flow_ode,
 )
+from ._src.training import (
+    DSMTrainer,
+    DSMTrainState,
+    MinibatchStream,
+    dsm_loss,
+    load_checkpoint,
+    log_uniform_sigma,
+    save_checkpoint,
+    train_dsm,
+)
 
 __version__ = "0.1.0"
 
@@ -39,11 +50,17 @@ __all__ = [
     "AnnealedHMCState",
     "AnnealedSampleInfo",
     "CGInfo",
+    "DSMTrainState",
+    "DSMTrainer",
     "DiagonalNoise",
     "FourierNoise",
     "GaussianFieldPrior",
+    "HybridScore",
     "IdentityOperator",
     "MaskOperator",
+    "MinibatchStream",
+    "ScoreMLP",
+    "ScoreUNet",
     "__version__",
     "adjoint_mismatch",
     "annealed_hmc_init",
@@ -52,12 +69,18 @@ __all__ = [
     "annealed_posterior_sample",
     "conjugate_gradient",
     "direct_inversion",
+    "dsm_loss",
     "fourier_wavenumber",
     "fourier_wiener_filter",
+    "load_checkpoint",
+    "log_uniform_sigma",
     "posterior_map",
     "probability_flow_ode",
     "rfft_shape",
+    "save_checkpoint",
     "score_line_integral",
+    "sigma_features",
+    "train_dsm",
     "wiener_filter_cg",
     "wiener_filter_sample",
 ]
