@@ -141,11 +141,16 @@ def _wiener_system(forward_op, adjoint_op, noise, prior):
     return matvec, preconditioner
 
 
-def _check_prior(prior, x_struct):
+def _check_wiener_problem(forward_op, adjoint_op, noise, prior, y):
+    """Eager checks shared by the Wiener entry points; returns the field's shape/dtype struct."""
+    if not isinstance(prior, GaussianFieldPrior):
+        raise TypeError(f"prior must be a jscore.GaussianFieldPrior, got {type(prior).__name__}")
+    x_struct = _check_problem(None, forward_op, adjoint_op, noise, y)
     if tuple(prior.shape) != tuple(x_struct.shape):
         raise ValueError(
             f"prior is defined on fields of shape {prior.shape} but A acts on shape {x_struct.shape}"
         )
+    return x_struct
 
 
 def wiener_filter_cg(
@@ -178,10 +183,7 @@ def wiener_filter_cg(
 
     `(mean, CGInfo)`.
     """
-    if not isinstance(prior, GaussianFieldPrior):
-        raise TypeError(f"prior must be a jscore.GaussianFieldPrior, got {type(prior).__name__}")
-    x_struct = _check_problem(None, forward_op, adjoint_op, noise, y)
-    _check_prior(prior, x_struct)
+    x_struct = _check_wiener_problem(forward_op, adjoint_op, noise, prior, y)
     y = jnp.asarray(y, x_struct.dtype)
     matvec, preconditioner = _wiener_system(forward_op, adjoint_op, noise, prior)
     b = adjoint_op(noise.apply_precision(y))
@@ -214,10 +216,7 @@ def wiener_filter_sample(
 
     One posterior sample (vmap over keys for more).
     """
-    if not isinstance(prior, GaussianFieldPrior):
-        raise TypeError(f"prior must be a jscore.GaussianFieldPrior, got {type(prior).__name__}")
-    x_struct = _check_problem(None, forward_op, adjoint_op, noise, y)
-    _check_prior(prior, x_struct)
+    x_struct = _check_wiener_problem(forward_op, adjoint_op, noise, prior, y)
     dtype = x_struct.dtype
     y = jnp.asarray(y, dtype)
     k1, k2 = jax.random.split(key)
