@@ -22,7 +22,15 @@ from ._src.hmc import (
 )
 from ._src.networks import HybridScore, ScoreMLP, ScoreUNet, sigma_features
 from ._src.noise import AbstractNoise, DiagonalNoise, FourierNoise
-from ._src.operators import IdentityOperator, MaskOperator, adjoint_mismatch
+from ._src.operators import (
+    FourierOperator,
+    IdentityOperator,
+    MaskOperator,
+    ShearOperator,
+    adjoint_mismatch,
+    shear_multipliers,
+)
+from ._src.plot import plot_posterior, radial_power_spectrum
 from ._src.prior import GaussianFieldPrior
 from ._src.sampler import (
     AnnealedSampleInfo,
@@ -54,6 +62,7 @@ __all__ = [
     "DSMTrainer",
     "DiagonalNoise",
     "FourierNoise",
+    "FourierOperator",
     "GaussianFieldPrior",
     "HybridScore",
     "IdentityOperator",
@@ -61,6 +70,7 @@ __all__ = [
     "MinibatchStream",
     "ScoreMLP",
     "ScoreUNet",
+    "ShearOperator",
     "__version__",
     "adjoint_mismatch",
     "annealed_hmc_init",
@@ -74,11 +84,14 @@ __all__ = [
     "fourier_wiener_filter",
     "load_checkpoint",
     "log_uniform_sigma",
+    "plot_posterior",
     "posterior_map",
     "probability_flow_ode",
+    "radial_power_spectrum",
     "rfft_shape",
     "save_checkpoint",
     "score_line_integral",
+    "shear_multipliers",
     "sigma_features",
     "train_dsm",
     "wiener_filter_cg",

@@ -17,6 +17,7 @@ import numpy as np
 from jax import Array
 
 from ._checks import concrete
+from ._fourier import irfftn, is_hermitian_symmetric, rfft_shape, rfftn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +65,128 @@ class MaskOperator:
         return y * jnp.asarray(self.mask, dtype=y.dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class FourierOperator:
+    """A Fourier-diagonal map from one field to a stack of `m` fields on the same periodic grid,
+    `(A x)_i = F^-1 diag(multipliers_i) F x`, with its adjoint `A^T y = sum_i F^-1 diag(multipliers_i) F y_i`.
+
+    `F` is the unitary real FFT over every axis. The multipliers are real and symmetric
+    (`m(-k) = m(k)`), so every block is a real, self-adjoint convolution.
+
+    **Arguments:**
+
+    - `multipliers`: shape `(m, *rfft_shape(shape))`, real, finite and symmetric on the self-conjugate
+      modes.
+    - `shape`: shape of one input field (static); the output has shape `(m, *shape)`.
+    """
+
+    multipliers: Array
+    shape: tuple[int, ...] = dataclasses.field(metadata={"static": True})
+
+    def __post_init__(self):
+        if (
+            not isinstance(self.shape, tuple)
+            or not self.shape
+            or not all(isinstance(n, int) and n > 0 for n in self.shape)
+        ):
+            raise ValueError(
+                f"FourierOperator.shape must be a non-empty tuple of positive ints, got {self.shape!r}"
+            )
+        value = concrete(self.multipliers)
+        if value is None:
+            return
+        grid = rfft_shape(self.shape)
+        if value.ndim != len(grid) + 1 or value.shape[1:] != grid:
+            raise ValueError(
+                f"FourierOperator.multipliers must have shape (m, *{grid}) for fields of shape "
+                f"{self.shape}, got {value.shape}"
+            )
+        if not np.all(np.isfinite(value)) or np.iscomplexobj(value):
+            raise ValueError("FourierOperator.multipliers must be real and finite")
+        for i, m in enumerate(value):
+            if not is_hermitian_symmetric(m, self.shape):
+                raise ValueError(
+                    f"FourierOperator.multipliers[{i}] must be symmetric, m(-k) = m(k), on the "
+                    "self-conjugate modes"
+                )
+
+    def forward(self, x: Array) -> Array:
+        x_hat = rfftn(x)
+        mult = jnp.asarray(self.multipliers, dtype=x.dtype)
+        return jax.vmap(lambda m: irfftn(x_hat * m, self.shape))(mult)
+
+    def adjoint(self, y: Array) -> Array:
+        mult = jnp.asarray(self.multipliers, dtype=y.dtype)
+        y_hat = jax.vmap(rfftn)(y)
+        return irfftn(jnp.sum(y_hat * mult, axis=0), self.shape)
+
+
+def shear_multipliers(shape: tuple[int, int]) -> np.ndarray:
+    """The flat-sky Kaiser-Squires multipliers `D_1 = (k_x^2 - k_y^2) / k^2`, `D_2 = 2 k_x k_y / k^2` on
+    the half-complex grid of a 2-D map of the given shape (`y` along axis 0, `x` along axis 1), zero at
+    `k = 0`; `D_2` is also zero on the Nyquist column (`k_x = 1/2`) of an even `nx`, a self-conjugate
+    column of the half-complex grid on which `D_2` is odd under `k -> -k` (a real field cannot carry it).
+
+    **Returns:**
+
+    A float64 array of shape `(2, *rfft_shape(shape))`.
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"shape must be a pair of positive ints (ny, nx), got {shape!r}")
+    ky = np.fft.fftfreq(shape[0])[:, None]
+    kx = np.fft.rfftfreq(shape[1])[None, :]
+    k2 = kx**2 + ky**2
+    safe = np.where(k2 > 0, k2, 1.0)
+    d1 = np.where(k2 > 0, (kx**2 - ky**2) / safe, 0.0)
+    d2 = np.where(k2 > 0, 2.0 * kx * ky / safe, 0.0)
+    if shape[1] % 2 == 0:
+        d2[:, -1] = 0.0
+    return np.stack([d1, d2])
+
+
+@dataclasses.dataclass(frozen=True)
+class ShearOperator:
+    """Weak-lensing shear from convergence on a periodic flat-sky map, `kappa -> (gamma_1, gamma_2)`:
+    `gamma_hat = (D_1, D_2) kappa_hat` with `D_1 = (k_x^2 - k_y^2) / k^2`, `D_2 = 2 k_x k_y / k^2`
+    (Kaiser & Squires 1993; `y` along axis 0, `x` along axis 1; see `jscore.shear_multipliers`).
+
+    A generic `FourierOperator`, named for convenience (no lensing physics beyond this map). Since
+    `D_1^2 + D_2^2 = 1` for `k != 0`, `A^T A` is the identity except on the mean and on the
+    Nyquist column's `D_2` part: the adjoint is the Kaiser-Squires inversion, `kappa_KS = A^T gamma` (E mode; set
+    masked shear to zero first, as the classical method does).
+
+    **Arguments:**
+
+    - `shape`: `(ny, nx)` of the convergence map (static); the shear has shape `(2, ny, nx)`.
+    """
+
+    shape: tuple[int, int] = dataclasses.field(metadata={"static": True})
+
+    def __post_init__(self):
+        if (
+            not isinstance(self.shape, tuple)
+            or len(self.shape) != 2
+            or not all(isinstance(n, int) and n > 0 for n in self.shape)
+        ):
+            raise ValueError(
+                f"ShearOperator.shape must be a pair of positive ints (ny, nx), got {self.shape!r}"
+            )
+
+    def _operator(self) -> FourierOperator:
+        return FourierOperator(shear_multipliers(self.shape), self.shape)
+
+    def forward(self, kappa: Array) -> Array:
+        return self._operator().forward(kappa)
+
+    def adjoint(self, gamma: Array) -> Array:
+        return self._operator().adjoint(gamma)
+
+
 jax.tree_util.register_dataclass(IdentityOperator)
 jax.tree_util.register_dataclass(MaskOperator)
+jax.tree_util.register_dataclass(FourierOperator)
+jax.tree_util.register_dataclass(ShearOperator)
 
 
 def adjoint_mismatch(
