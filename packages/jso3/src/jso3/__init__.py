@@ -1,6 +1,8 @@
 """`jso3`: diffusion on SO(3) in JAX; see the package README for what it offers."""
 
 from ._src.c2st import c2st
+from ._src.conditional import ConditionalScoreNet, sample_conditional
+from ._src.gnn import EGNN, EGNNOutput, Neighbourhood, knn_neighbourhoods
 from ._src.igso3 import (
     IGSO3,
     igso3_angle_log_prob,
@@ -8,7 +10,7 @@ from ._src.igso3 import (
     igso3_sample_angle,
     igso3_tangent_score,
 )
-from ._src.ode import probability_flow_sample, sigma_schedule
+from ._src.ode import probability_flow_sample, reverse_sde_sample, sigma_schedule
 from ._src.plot import plot_rotations
 from ._src.score import (
     ScoreNet,
@@ -36,9 +38,13 @@ from ._src.toys import Checkerboard, IGSO3Mixture, four_blobs
 __version__ = "0.1.0"
 
 __all__ = [
+    "EGNN",
     "IGSO3",
     "Checkerboard",
+    "ConditionalScoreNet",
+    "EGNNOutput",
     "IGSO3Mixture",
+    "Neighbourhood",
     "ScoreNet",
     "__version__",
     "axis_angle_to_matrix",
@@ -52,6 +58,7 @@ __all__ = [
     "igso3_log_density",
     "igso3_sample_angle",
     "igso3_tangent_score",
+    "knn_neighbourhoods",
     "load_checkpoint",
     "log",
     "matrix_to_axis_angle",
@@ -59,7 +66,9 @@ __all__ = [
     "plot_rotations",
     "probability_flow_sample",
     "quaternion_to_matrix",
+    "reverse_sde_sample",
     "rotation_angle",
+    "sample_conditional",
     "sample_from_score",
     "sample_uniform",
     "save_checkpoint",

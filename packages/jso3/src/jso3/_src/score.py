@@ -30,7 +30,7 @@ from flax import nnx
 
 from ._checks import check_matrix, check_positive, concrete_or_none
 from .igso3 import igso3_sample_angle, igso3_tangent_score
-from .ode import probability_flow_sample, sigma_schedule
+from .ode import probability_flow_sample, reverse_sde_sample, sigma_schedule
 from .so3 import exp, sample_uniform
 
 
@@ -212,12 +212,15 @@ def train_dsm(
 
     **Arguments:**
 
-    - `model`: a `ScoreNet` (or any `nnx.Module` with the same call signature).
+    - `model`: a `ScoreNet`, a `ConditionalScoreNet`, or any `nnx.Module` called as
+      `model(R, sigma, context)`.
     - `key`: a `jax.random` key.
     - `data`: clean rotations, shape `(N, 3, 3)`.
     - `sigma_min`, `sigma_max`: noise range, `0 < sigma_min < sigma_max`.
     - `num_steps`: number of optimisation steps.
-    - `context`: shape `(N, context_dim)` (one context per rotation), or `None`.
+    - `context`: one context per rotation: an array of shape `(N, context_dim)` for a `ScoreNet`, a
+      `Neighbourhood` with batch shape `(N,)` for a `ConditionalScoreNet` (any PyTree whose arrays
+      have leading dimension `N`), or `None`.
     - `batch_size`, `learning_rate`: Adam minibatch size and peak learning rate.
     - `steps_per_call`: steps per jitted chunk (and per progress line).
     - `num_grid`: grid size of the IGSO(3) angle sampler.
@@ -232,11 +235,12 @@ def train_dsm(
     if data.ndim != 3:
         raise ValueError(f"`data` must have shape (N, 3, 3), got {data.shape}.")
     if context is not None:
-        context = jnp.asarray(context)
-        if context.ndim != 2 or context.shape[0] != data.shape[0]:
+        context = jax.tree.map(jnp.asarray, context)
+        shapes = [leaf.shape for leaf in jax.tree.leaves(context)]
+        if not shapes or any(len(sh) < 1 or sh[0] != data.shape[0] for sh in shapes):
             raise ValueError(
-                f"`context` must have shape (N, context_dim) with N = {data.shape[0]}, "
-                f"got {context.shape}."
+                f"every array of `context` must have leading dimension N = {data.shape[0]}, "
+                f"got shapes {shapes}."
             )
     _check_sigma_range(sigma_min, sigma_max)
     for name, value in (("num_steps", num_steps), ("batch_size", batch_size)):
@@ -255,7 +259,7 @@ def train_dsm(
     def loss_fn(params, key):
         key_batch, key_noise = jax.random.split(key)
         idx = jax.random.randint(key_batch, (batch_size,), 0, n_data)
-        ctx = None if context is None else context[idx]
+        ctx = None if context is None else jax.tree.map(lambda c: c[idx], context)
         net = nnx.merge(graphdef, params)
         return dsm_loss(
             lambda R, s, c: net(R, s, c), key_noise, data[idx],
@@ -354,10 +358,13 @@ def sample_from_score(
     sigma_min=0.01,
     num_steps: int = 200,
     method: str = "heun",
+    sampler: str = "ode",
     dtype=None,
 ):
     """Sample rotations with a (learned) score: Haar-uniform rotations at `sigma_max`, transported to
-    `sigma_min` by `probability_flow_sample` on a geometric `sigma_schedule`.
+    `sigma_min` on a geometric `sigma_schedule`, by the probability-flow ODE
+    (`probability_flow_sample`, deterministic given the start) or the reverse SDE
+    (`reverse_sde_sample`, geodesic random walk).
 
     `sigma_max` must be large enough that the noised data are uniform (IGSO(3) at `sigma = 3` differs
     from Haar by about 1e-3 in density).
@@ -369,8 +376,10 @@ def sample_from_score(
     - `key`: a `jax.random` key.
     - `shape`: batch shape of the sample.
     - `sigma_max`, `sigma_min`: start and end of the integration, `0 < sigma_min < sigma_max`.
-    - `num_steps`: number of ODE steps (static).
-    - `method`: `"heun"`, `"midpoint"` or `"euler"`.
+    - `num_steps`: number of ODE or SDE steps (static).
+    - `method`: ODE step, `"heun"`, `"midpoint"` or `"euler"` (ignored by the SDE).
+    - `sampler`: `"ode"` (default) or `"sde"`. The SDE is first order: give it several times more
+      steps than the Heun ODE (e.g. 1000 instead of 200).
     - `dtype`: floating dtype of the rotations (default: JAX's default float).
 
     **Returns:**
@@ -378,6 +387,10 @@ def sample_from_score(
     Rotations of shape `(*shape, 3, 3)`.
     """
     _check_sigma_range(sigma_min, sigma_max)
+    if sampler not in ("ode", "sde"):
+        raise ValueError(f"`sampler` must be 'ode' or 'sde', got {sampler!r}.")
     R_init = sample_uniform(key, tuple(shape), dtype=dtype)
     sigmas = sigma_schedule(sigma_max, sigma_min, num_steps).astype(R_init.dtype)
+    if sampler == "sde":
+        return reverse_sde_sample(score_fn, jax.random.fold_in(key, 1), R_init, sigmas)
     return probability_flow_sample(score_fn, R_init, sigmas, method=method)
