@@ -3,13 +3,20 @@
 N^3 particles on an N^3 mesh, 256 Mpc/h, 1LPT at a = 0.1, fixed steps to a = 1, final CIC density,
 float32, one CPU device. Forward time, and the gradient of sum(density^2) with respect to
 (Omega_c, sigma8, initial field): wall time (median of repeats, after compilation), compile time, and
-the compiled program's XLA temp memory (`memory_analysis()`), at 10 and 40 steps.
+the compiled program's XLA temp memory (`memory_analysis()`), at 10 and 40 steps. Our gradient is
+measured for each `nbody(..., gradient=...)` mode asked for (`--gradients`, default the
+reverse-time `adjoint` and per-step `checkpoint`); JaxPM has one gradient, compared with each.
+
+`--reversibility` also measures the round-off of the time reversal the adjoint relies on: the
+initial state reconstructed by running the steps backwards from the final one, in float32 and
+float64, relative to the RMS displacement and momentum.
 
 The peer runs in its own virtual environment (`.peers/jaxpm`, built by `shared/peers/setup_jaxpm.sh`
 from PyPI when absent), through its own script; both codes are measured in the same run on the same
 machine, and ratios (ours / JaxPM) are printed last.
 
     python benchmarks/bench_pm_vs_jaxpm.py [--mesh 64] [--steps 10 40] [--no-peer]
+        [--gradients adjoint checkpoint autodiff] [--reversibility]
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jpm_core as jc
 
@@ -38,11 +46,11 @@ def cosmology(omega_c, sigma8):
     return jc.Cosmology(Omega_c=omega_c, Omega_b=0.0486, h=0.6774, n_s=0.9667, sigma8=sigma8)
 
 
-def make_simulate(domain: jc.Domain, steps: int, a_init: float = 0.1):
+def make_simulate(domain: jc.Domain, steps: int, a_init: float = 0.1, gradient: str = "adjoint"):
     def simulate(omega_c, sigma8, init):
         cosmo = cosmology(omega_c, sigma8)
         state = jc.lpt(cosmo, init, domain, a_init, order=1)
-        snaps = jc.nbody(cosmo, state, domain, (1.0,), steps=steps).snapshots
+        snaps = jc.nbody(cosmo, state, domain, (1.0,), steps=steps, gradient=gradient).snapshots
         return jc.paint(snaps.positions[-1].reshape(-1, 3), domain)
 
     return simulate
@@ -67,19 +75,70 @@ def measure(fn, args, repeat: int) -> dict:
     }
 
 
-def ours(mesh: int, steps: int, mode: str, repeat: int) -> dict:
+def ours(mesh: int, steps: int, mode: str, repeat: int, gradient: str = "adjoint") -> dict:
     domain = jc.Domain(mesh_shape=mesh, box_size=256.0)
     cosmo0 = cosmology(0.25, 0.8)
     init = jc.linear_field(jax.random.key(0), domain, lambda k: jc.linear_power(cosmo0, k))
-    simulate = make_simulate(domain, steps)
+    simulate = make_simulate(domain, steps, gradient=gradient)
     if mode == "fwd":
         fn = simulate
     else:
         fn = jax.grad(lambda oc, s8, i: jnp.sum(simulate(oc, s8, i) ** 2), argnums=(0, 1, 2))
     result = measure(fn, (0.25, 0.8, init), repeat)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if mode != "fwd":
+        mode = f"grad-{gradient}"
     return {"code": f"jpm-core-{jc.__version__}", "mesh": mesh, "steps": steps, "mode": mode,
             **result, "peak_rss_mib_so_far": round(peak, 1)}  # fmt: skip
+
+
+def reversibility(mesh: int, steps: int, x64: bool, a_init: float = 0.1) -> dict:
+    """Run the FastPM steps forwards, then backwards as the adjoint does; compare the start."""
+    from jpm_core._src.nbody import _force_function, _step_factors  # the integrator's own pieces
+
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        domain = jc.Domain(mesh_shape=mesh, box_size=256.0)
+        cosmo = cosmology(0.25, 0.8)
+        init = jc.linear_field(jax.random.key(0), domain, lambda k: jc.linear_power(cosmo, k))
+        state = jc.lpt(cosmo, init, domain, a_init, order=1)
+        grid = np.linspace(a_init, 1.0, steps + 1)
+        fac = _step_factors(cosmo, grid, dtype)
+        force = _force_function(cosmo, domain, None, "spectral", "spectral", "cic")
+        a = jnp.asarray(grid, dtype)
+
+        @jax.jit
+        def round_trip(x, p):
+            def forward(carry, i):
+                x, p, f = carry
+                p = p + fac["kick_first"][i] * f
+                x = x + fac["drift"][i] * p
+                f = force(x, a[i + 1])
+                return (x, p + fac["kick_second"][i] * f, f), None
+
+            def backward(carry, i):
+                x, p, f = carry
+                p = p - fac["kick_second"][i] * f
+                x = x - fac["drift"][i] * p
+                f = force(x, a[i])
+                return (x, p - fac["kick_first"][i] * f, f), None
+
+            carry = (x, p, force(x, a[0]))
+            carry, _ = jax.lax.scan(forward, carry, jnp.arange(steps))
+            (x_back, p_back, _), _ = jax.lax.scan(backward, carry, jnp.arange(steps), reverse=True)
+            return carry[0], x_back, p_back
+
+        x0, p0 = state.positions, state.momenta
+        x_end, x_back, p_back = round_trip(x0, p0)
+        q = jc.lagrangian_grid(domain)
+        rms = lambda v: float(np.sqrt(np.mean(np.asarray(v, np.float64) ** 2)))  # noqa: E731
+        return {
+            "reversibility": "float64" if x64 else "float32", "mesh": mesh, "steps": steps,
+            "x_max_abs_err_cells": float(jnp.abs(x_back - x0).max()),
+            "x_rms_err_over_rms_disp": rms(x_back - x0) / rms(x0 - q),
+            "p_rms_err_over_rms_p": rms(p_back - p0) / rms(p0),
+            "rms_disp_final_cells": rms(x_end - q),
+        }  # fmt: skip
 
 
 def peer(mesh: int, steps: int, mode: str, repeat: int) -> dict | None:
@@ -105,16 +164,27 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 40])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument(
+        "--gradients", nargs="+", default=["adjoint", "checkpoint"],
+        choices=["adjoint", "checkpoint", "autodiff"],
+    )  # fmt: skip
+    ap.add_argument("--reversibility", action="store_true")
     args = ap.parse_args()
+    if args.reversibility:
+        for steps in args.steps:
+            for x64 in (False, True):
+                print(json.dumps(reversibility(args.mesh, steps, x64)), flush=True)
     rows = []
     for steps in args.steps:
         for mode in ("fwd", "grad"):
-            mine = ours(args.mesh, steps, mode, args.repeat)
-            print(json.dumps(mine), flush=True)
             theirs = None if args.no_peer else peer(args.mesh, steps, mode, args.repeat)
             if theirs is not None:
                 print(json.dumps(theirs), flush=True)
-                rows.append((steps, mode, mine, theirs))
+            for gradient in ["adjoint"] if mode == "fwd" else args.gradients:
+                mine = ours(args.mesh, steps, mode, args.repeat, gradient)
+                print(json.dumps(mine), flush=True)
+                if theirs is not None:
+                    rows.append((steps, mine["mode"], mine, theirs))
     for steps, mode, mine, theirs in rows:
         print(json.dumps({
             "ratio": "jpm-core / jaxpm", "mesh": args.mesh, "steps": steps, "mode": mode,

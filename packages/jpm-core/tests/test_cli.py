@@ -94,6 +94,17 @@ def test_snapshots_equal_a_direct_run(run):
     assert loaded.snapshots.positions.dtype == np.float32
 
 
+def test_a_device_grid_run_equals_the_one_device_run(run, tmp_path, capsys):
+    """`--devices 2 4` on the 8 fake CPU devices: same snapshots as the one-device run."""
+    _, out, _, _ = run
+    assert main([*ARGV, "--devices", "2", "4", "--no-plot", "--out", str(tmp_path)]) == 0
+    one = jpm.load_snapshots(out / "snapshots.npz")
+    grid = jpm.load_snapshots(tmp_path / "snapshots.npz")
+    assert grid.domain == jpm.Domain(MESH, BOX, device_grid=(2, 4), halo=4)
+    np.testing.assert_allclose(grid.snapshots.positions, one.snapshots.positions, atol=2e-4)
+    np.testing.assert_allclose(grid.snapshots.momenta, one.snapshots.momenta, rtol=1e-3, atol=2e-4)
+
+
 def test_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
@@ -119,7 +130,11 @@ def test_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch, capsys):
         (["--omega-c", "-0.1"], "Omega_c must be > 0, got -0.1"),
         (["--sigma8", "nan"], "sigma8 must be finite"),
         (["--w0", "0.5"], "w0 + wa must be < 0"),
-        (["--devices", "4"], "--devices 4: multi-device particle-mesh runs are not available"),
+        (["--devices", "0"], "--devices takes 1 or 2 ints >= 1, got [0]"),
+        (["--devices", "2", "2", "2"], "--devices takes 1 or 2 ints"),
+        (["--devices", "3", "--mesh", "8"], "not divisible by device_grid[1]=3"),
+        (["--devices", "16"], "needs 16 devices but 8 are visible"),
+        (["--devices", "2", "--halo", "0"], "--halo must be >= 1 cell, got 0"),
         (["--lpt-order", "3"], "invalid choice: 3"),
         (["--a-init", "0"], "--a-init must lie in (0, 1.5], got 0.0"),
     ],

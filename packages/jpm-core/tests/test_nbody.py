@@ -174,7 +174,7 @@ def test_zero_potential_filter_drifts_at_constant_momentum():
 
 
 # ------------------------------------------------------------------------------- gradients
-def _pm_loss(n_steps, checkpoint, scheme="tsc", cosmo=COSMO):
+def _pm_loss(n_steps, gradient, scheme="tsc", cosmo=COSMO):
     """A scalar of the snapshots at a = 0.6 and 1.0 of a run from a = 0.2 (n_steps even), with a
     potential filter `1 + b a exp(-(k / 0.2)^2)` of parameter `b`."""
     weights = jax.random.normal(jax.random.key(5), (*SMALL.mesh_shape, 3))
@@ -191,7 +191,7 @@ def _pm_loss(n_steps, checkpoint, scheme="tsc", cosmo=COSMO):
             [0.6, 1.0],
             steps=n_steps,
             potential_filter=potential_filter,
-            checkpoint=checkpoint,
+            gradient=gradient,
             scheme=scheme,
         ).snapshots
         return jnp.sum(weights * snaps.positions[1]) + jnp.sum(weights * snaps.momenta[0] ** 2)
@@ -206,7 +206,7 @@ def test_nbody_gradients_wrt_the_initial_state_and_a_filter_parameter():
     # differentiable (CIC has kinks at mesh nodes, where finite differences are not derivatives).
     state = _initial_state(jax.random.key(6))
     args = (state.positions, state.momenta, 0.3)
-    loss = jax.jit(_pm_loss(2, True))
+    loss = jax.jit(_pm_loss(2, "checkpoint"))
     check_grads(loss, args, order=1, modes=("fwd", "rev"))
     # the filter parameter matters (its derivative is not trivially zero)
     assert abs(float(loss(*args[:2], 0.8) - loss(*args))) > 1e-3
@@ -220,7 +220,7 @@ def test_nbody_gradients_wrt_cosmology():
     @jax.jit
     def f(omega_c, w0):
         cosmo = Cosmology(Omega_c=omega_c, w0=w0)
-        return _pm_loss(2, True, cosmo=cosmo)(state.positions, state.momenta, 0.3)
+        return _pm_loss(2, "checkpoint", cosmo=cosmo)(state.positions, state.momenta, 0.3)
 
     check_grads(f, (0.26, -0.9), order=1, modes=("fwd", "rev"), eps=1e-5)
 
@@ -229,7 +229,7 @@ def test_nbody_gradients_wrt_cosmology():
 @pytest.mark.x64
 def test_gradient_through_lpt_and_nbody_wrt_the_linear_field():
     delta = 0.5 * jax.random.normal(jax.random.key(11), SMALL.mesh_shape)
-    loss = _pm_loss(2, True)
+    loss = _pm_loss(2, "checkpoint")
 
     @jax.jit
     def f(delta):
@@ -244,7 +244,8 @@ def _checkpoint_vs_plain(x64):
         state = _initial_state(jax.random.key(8))
         args = (state.positions, state.momenta, 0.3)
         grads = [
-            jax.jit(jax.grad(_pm_loss(4, ck, "cic"), argnums=(0, 1, 2)))(*args) for ck in (1, 0)
+            jax.jit(jax.grad(_pm_loss(4, mode, "cic"), argnums=(0, 1, 2)))(*args)
+            for mode in ("checkpoint", "autodiff")
         ]
         errors = [
             float(jnp.abs(with_ckpt - plain).max() / jnp.abs(plain).max())
@@ -270,18 +271,18 @@ def test_checkpointed_gradient_memory_does_not_grow_with_intermediates():
     delta = jc.linear_field(jax.random.key(9), domain, lambda k: linear_power(COSMO, k))
     state_bytes = domain.n_cells * 3 * 4
 
-    def temp_bytes(n_steps, checkpoint):
+    def temp_bytes(n_steps, gradient):
         def loss(d):
             state = jc.lpt(COSMO, d, domain, 0.1, order=2)
-            snaps = jc.nbody(COSMO, state, domain, 1.0, steps=n_steps, checkpoint=checkpoint)
+            snaps = jc.nbody(COSMO, state, domain, 1.0, steps=n_steps, gradient=gradient)
             return jnp.sum(snaps.snapshots.positions**2)
 
         compiled = jax.jit(jax.grad(loss)).lower(delta).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
-    growth = (temp_bytes(40, True) - temp_bytes(10, True)) / 30
+    growth = (temp_bytes(40, "checkpoint") - temp_bytes(10, "checkpoint")) / 30
     assert growth <= 3.5 * state_bytes
-    plain_growth = (temp_bytes(40, False) - temp_bytes(10, False)) / 30
+    plain_growth = (temp_bytes(40, "autodiff") - temp_bytes(10, "autodiff")) / 30
     assert plain_growth > 5 * growth
 
 

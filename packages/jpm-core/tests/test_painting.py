@@ -205,5 +205,5 @@ def test_eager_shape_errors():
         read(jnp.zeros((8, 8, 8)), jnp.zeros((10, 4)), domain)
     with pytest.raises(ValueError, match="'ngp'"):
         paint(jnp.zeros((10, 3)), domain, scheme="ngp")
-    with pytest.raises(NotImplementedError, match=r"\(2, 2\)"):
+    with pytest.raises(ValueError, match=r"halo=0 is too small on device_grid=\(2, 2\)"):
         paint(jnp.zeros((10, 3)), Domain(8, 1.0, device_grid=(2, 2)))

@@ -6,7 +6,7 @@ The bottom layer of the jpm federation. What it offers, grouped as in the README
   `scale_factor_of_chi`, `growth_factor`, `growth_rate`, `growth_factor_second`,
   `growth_rate_second`, `linear_power`, `sigma_r`.
 - **Mesh**: `Domain`, `fft`, `ifft`, `wavevectors`, `wavenumbers`, the Fourier kernels,
-  `white_noise`, `linear_field`, `paint`, `read`, `pm_forces`, `power_spectrum`,
+  `white_noise`, `linear_field`, `paint`, `read`, `stray_particles`, `pm_forces`, `power_spectrum`,
   `cross_correlation`.
 - **Dynamics**: `ParticleState`, `lagrangian_grid`, `lpt`, `nbody` (with the `potential_filter`
   and `observer` hooks), `nbody_vector_field`.
@@ -40,7 +40,13 @@ from jpm_core._src.kernels import (
 )
 from jpm_core._src.lpt import lagrangian_grid, lpt, lpt_displacements
 from jpm_core._src.nbody import NBodyResult, nbody, nbody_vector_field
-from jpm_core._src.painting import compensate_window, mass_assignment_window, paint, read
+from jpm_core._src.painting import (
+    compensate_window,
+    mass_assignment_window,
+    paint,
+    read,
+    stray_particles,
+)
 from jpm_core._src.power import PowerSpectrum, cross_correlation, default_k_edges, power_spectrum
 from jpm_core._src.state import ParticleState
 
@@ -88,6 +94,7 @@ __all__ = [
     "save_snapshots",
     "scale_factor_of_chi",
     "sigma_r",
+    "stray_particles",
     "wavenumbers",
     "wavevectors",
     "white_noise",

@@ -145,8 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--devices",
         type=int,
-        default=1,
-        help="number of devices; only 1 for now (multi-device particle mesh is not available yet)",
+        nargs="+",
+        default=[1],
+        metavar="N",
+        help="device grid: PX PY, or one number N for a (1, N) grid; default 1 (on CPUs, "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N devices)",
+    )
+    run.add_argument(
+        "--halo",
+        type=int,
+        default=None,
+        help="halo width in cells on a device grid (default: 4, or the local slab width if "
+        "smaller); particles may stray this far from their device's slab",
     )
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("jpm_simulation"), help="output directory")
@@ -170,13 +180,11 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         parser.error(f"--box takes 1 or 3 numbers, got {len(args.box)}: {args.box}")
     if not all(math.isfinite(b) and b > 0 for b in args.box):
         parser.error(f"--box must be positive and finite (Mpc/h), got {args.box}")
-    if args.devices < 1:
-        parser.error(f"--devices must be >= 1, got {args.devices}")
-    if args.devices > 1:
-        parser.error(
-            f"--devices {args.devices}: multi-device particle-mesh runs are not available yet "
-            "(painting and forces do not run on a device grid in this version); use --devices 1"
-        )
+    if len(args.devices) not in (1, 2) or any(n < 1 for n in args.devices):
+        parser.error(f"--devices takes 1 or 2 ints >= 1, got {args.devices}")
+    grid = (1, args.devices[0]) if len(args.devices) == 1 else tuple(args.devices)
+    if args.halo is not None and args.halo < 1:
+        parser.error(f"--halo must be >= 1 cell, got {args.halo}")
     if not (math.isfinite(args.a_init) and 0 < args.a_init <= A_MAX):
         parser.error(f"--a-init must lie in (0, {A_MAX}], got {args.a_init}")
     snaps = args.snapshots
@@ -203,12 +211,29 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
     except ValueError as error:
         parser.error(f"bad cosmology: {error}")
     try:
-        args.domain = Domain(
+        domain = Domain(
             mesh_shape=args.mesh[0] if len(args.mesh) == 1 else tuple(args.mesh),
             box_size=args.box[0] if len(args.box) == 1 else tuple(args.box),
+            device_grid=grid,
         )
+        if domain.is_distributed:
+            lx, ly, _ = domain.local_mesh_shape
+            widths = [w for w, p in zip((lx, ly), grid, strict=True) if p > 1]
+            halo = min(4, *widths) if args.halo is None else args.halo
+            domain = Domain(domain.mesh_shape, domain.box_size, device_grid=grid, halo=halo)
+        args.domain = domain
     except (TypeError, ValueError) as error:
-        parser.error(str(error))
+        parser.error(f"--mesh/--devices/--halo: {error}")
+    if args.domain.is_distributed:
+        import jax
+
+        visible = len(jax.devices())
+        if visible < args.domain.n_devices:
+            parser.error(
+                f"--devices {' '.join(map(str, args.devices))} needs {args.domain.n_devices} "
+                f"devices but {visible} are visible (on CPUs set "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={args.domain.n_devices})"
+            )
 
 
 def _mesh_text(domain: Domain) -> str:

@@ -12,6 +12,8 @@ import numpy as np
 __all__ = ["Domain"]
 
 _MIN_CELLS = 2
+_ON_STRAY = ("warn", "nan")
+_FFT_BACKENDS = ("jax", "cudecomp")
 
 
 def _as_triple_of_ints(name: str, value: object) -> tuple[int, int, int]:
@@ -58,7 +60,19 @@ class Domain:
     - `halo`: width in cells of the halo (ghost) region that distributed painting/reading exchange
       between neighbouring devices; it bounds how far a particle may stray from its home slab.
       Non-negative; when the mesh is split along an axis it may not exceed the local slab width there.
-      Unused on one device.
+      Unused on one device. On a device grid it must be at least 1 (the CIC/TSC stencils reach one
+      node beyond their cell), plus the largest distance, in cells, that a particle moves away
+      from the slab of the device that holds it (see `jpm_core.stray_particles`).
+    - `on_stray`: how distributed `paint`/`read` report a particle further than `halo` cells
+      from its device's slab (which they cannot assign correctly). Never silently: called eagerly
+      (outside `jit`) they raise `ValueError` before any compute; inside a compiled program the
+      painted mesh becomes NaN (a stray reads NaN), and `"warn"` (default) also prints a message
+      from the host, `"nan"` does not (no host round-trip per call, for GPUs). Unused on one
+      device.
+    - `fft_backend`: jaxdecomp's backend for the distributed FFT: `"jax"` (default; XLA
+      all-to-all collectives, which run on CPUs, on GPUs through NCCL, and across processes) or
+      `"cudecomp"` (NVIDIA's cuDecomp library, needs a jaxdecomp built with CUDA; see the GPU
+      cluster page of the docs). Unused on one device.
 
     **Raises:** `ValueError`/`TypeError` eagerly, naming the offending value.
 
@@ -70,6 +84,8 @@ class Domain:
     box_size: tuple[float, float, float]
     device_grid: tuple[int, int] = (1, 1)
     halo: int = 0
+    on_stray: str = "warn"
+    fft_backend: str = "jax"
 
     def __post_init__(self) -> None:
         mesh = _as_triple_of_ints("mesh_shape", self.mesh_shape)
@@ -111,6 +127,12 @@ class Domain:
                     )
         if halo < 0:
             raise ValueError(f"halo must be >= 0 cells, got {halo!r}")
+        if self.fft_backend not in _FFT_BACKENDS:
+            raise ValueError(
+                f"fft_backend must be one of {_FFT_BACKENDS}, got {self.fft_backend!r}"
+            )
+        if self.on_stray not in _ON_STRAY:
+            raise ValueError(f"on_stray must be one of {_ON_STRAY}, got {self.on_stray!r}")
         for axis, (n, p) in enumerate(zip(mesh[:2], grid, strict=True)):
             if p > 1 and halo > n // p:
                 raise ValueError(

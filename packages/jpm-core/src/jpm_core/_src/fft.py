@@ -88,7 +88,7 @@ def fft(field: ArrayLike, domain: Domain) -> Array:
         import jaxdecomp  # deferred: only the distributed path needs it
 
         field = jax.lax.with_sharding_constraint(field, _pencil_sharding(domain))
-        return jaxdecomp.fft.pfft3d(field)
+        return jaxdecomp.fft.pfft3d(field, backend=domain.fft_backend)
     return jnp.fft.rfftn(field, axes=(0, 1, 2))
 
 
@@ -109,7 +109,7 @@ def ifft(field_k: ArrayLike, domain: Domain) -> Array:
     if domain.is_distributed:
         import jaxdecomp
 
-        field = jnp.real(jaxdecomp.fft.pifft3d(field_k))
+        field = jnp.real(jaxdecomp.fft.pifft3d(field_k, backend=domain.fft_backend))
         return jax.lax.with_sharding_constraint(field, _pencil_sharding(domain))
     return jnp.fft.irfftn(field_k, s=domain.mesh_shape, axes=(0, 1, 2))
 

@@ -70,7 +70,8 @@ def linear_field_from_noise(noise: Array, domain: Domain, power_fn: PowerFn) -> 
     - `power_fn`: callable `k -> P(k)`, `k` in h/Mpc (an array of shape `domain.fourier_shape`),
       `P` in (Mpc/h)^3, same shape back. It is never evaluated at k=0 (it sees the fundamental
       frequency there, and that mode is zeroed afterwards). It may close over traced parameters
-      (e.g. a cosmology); gradients flow through it.
+      (e.g. a cosmology); gradients flow through it. It must be elementwise: on a device grid
+      it is evaluated on each device's block of the Fourier grid.
 
     **Returns:** the density contrast, real array of shape `domain.mesh_shape` with power `P(k)`.
     """
@@ -80,7 +81,10 @@ def linear_field_from_noise(noise: Array, domain: Domain, power_fn: PowerFn) -> 
     kmag = wavenumbers(domain)
     is_zero = kmag == 0
     k_safe = jnp.where(is_zero, min(domain.fundamental_frequency), kmag)
-    power = jnp.asarray(power_fn(k_safe))
+    if domain.is_distributed:
+        power = _blockwise(power_fn, k_safe, domain)
+    else:
+        power = jnp.asarray(power_fn(k_safe))
     if power.shape != kmag.shape:
         raise ValueError(
             f"power_fn must return an array of the shape of its input {kmag.shape}, "
@@ -91,6 +95,34 @@ def linear_field_from_noise(noise: Array, domain: Domain, power_fn: PowerFn) -> 
     amplitude = jnp.sqrt(jnp.where(positive, power, 1.0) * (domain.n_cells / domain.volume))
     amplitude = jnp.where(positive, amplitude, 0.0)
     return ifft(fft(noise, domain) * amplitude, domain)
+
+
+def _blockwise(power_fn: PowerFn, kmag: Array, domain: Domain) -> Array:
+    """Evaluate an elementwise `power_fn` on each device's block of the Fourier grid.
+
+    Besides sparing every device the full grid, this works around an XLA CPU bug: evaluated on the
+    global sharded array, the gradient of some power functions with respect to the cosmology
+    (e.g. Omega_c through the Eisenstein-Hu transfer function) gets a layout that XLA's FFT thunk
+    rejects (`RET_CHECK ... fft_thunk.cc IsMonotonicWithDim0Major`) and the process aborts.
+    """
+    import jaxdecomp
+
+    from jpm_core._src.halo import device_mesh
+
+    # the layout of jaxdecomp's FFT output: any other would be resharded into the transform,
+    # which its custom partitioner rejects ("Mismatch in result shapes")
+    spec = jaxdecomp.get_fft_output_sharding(_pencil_sharding(domain)).spec
+
+    def local(k):
+        out = jnp.asarray(power_fn(k))
+        if out.shape != k.shape:
+            raise ValueError(
+                f"power_fn must return an array of the shape of its input (elementwise), got "
+                f"{out.shape} for a block of shape {k.shape}"
+            )
+        return out
+
+    return jax.shard_map(local, mesh=device_mesh(domain), in_specs=spec, out_specs=spec)(kmag)
 
 
 def linear_field(key: Array, domain: Domain, power_fn: PowerFn) -> Array:

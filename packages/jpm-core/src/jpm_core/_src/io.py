@@ -187,6 +187,8 @@ def save_snapshots(
             "box_size": list(domain.box_size),
             "device_grid": list(domain.device_grid),
             "halo": domain.halo,
+            "on_stray": domain.on_stray,
+            "fft_backend": domain.fft_backend,
         },
         "scale_factors": [float(a) for a in states.a],
         "n_snapshots": int(states.a.shape[0]),
@@ -250,6 +252,8 @@ def load_snapshots(path: str | os.PathLike[str]) -> SnapshotFile:
         box_size=tuple(d["box_size"]),
         device_grid=tuple(d["device_grid"]),
         halo=d["halo"],
+        on_stray=d.get("on_stray", "warn"),
+        fft_backend=d.get("fft_backend", "jax"),
     )
     snapshots = ParticleState(
         positions=arrays["positions"], momenta=arrays["momenta"], a=arrays["a"]
