@@ -8,6 +8,11 @@ from jflows._src.distrax_adapter import to_distrax
 from jflows._src.flow import ConditionalFlow
 from jflows._src.layers import BoxScaling, Coupling, LogisticScaling, Permutation, standardisation
 from jflows._src.metrics import c2st
+from jflows._src.simulators import (
+    lotka_volterra_model,
+    lotka_volterra_simulate,
+    simulate_with_score,
+)
 from jflows._src.train import fit, fit_nle, fit_npe, held_out_nll, load, save
 from jflows._src.transforms import MonotoneMixture, RampMixture, SigmoidMixture
 from jflows._src.two_moons import (
@@ -36,7 +41,10 @@ __all__ = [
     "fit_npe",
     "held_out_nll",
     "load",
+    "lotka_volterra_model",
+    "lotka_volterra_simulate",
     "save",
+    "simulate_with_score",
     "standardisation",
     "to_distrax",
     "two_moons_log_likelihood",
