@@ -38,11 +38,11 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import Array
 from jax.sharding import Mesh, PartitionSpec
 
 from jpm_core._src.domain import Domain
+from jpm_core._src.fft import _pencil_sharding
 
 __all__ = ["distributed_paint", "distributed_read", "stray_particles"]
 
@@ -50,15 +50,8 @@ _SPEC = PartitionSpec("x", "y")
 
 
 def device_mesh(domain: Domain) -> Mesh:
-    """The `(px, py)` device mesh `("x", "y")` over the first `px * py` devices."""
-    px, py = domain.device_grid
-    devices = jax.devices()
-    if len(devices) < px * py:
-        raise ValueError(
-            f"device_grid={domain.device_grid!r} needs {px * py} devices, "
-            f"but only {len(devices)} are visible"
-        )
-    return Mesh(np.asarray(devices[: px * py], dtype=object).reshape(px, py), ("x", "y"))
+    """The `(px, py)` device mesh `("x", "y")` of `jpm_core.fft`'s pencil sharding (checked)."""
+    return _pencil_sharding(domain).mesh
 
 
 def _stencil_reach(order: int) -> tuple[int, int]:
