@@ -8,7 +8,7 @@ The bottom layer of the jpm federation. What it offers, grouped as in the README
 - **Mesh**: `Domain`, `fft`, `ifft`, `wavevectors`, `wavenumbers`, the Fourier kernels,
   `white_noise`, `linear_field`, `paint`, `read`, `stray_particles`, `pm_forces`, `power_spectrum`,
   `cross_correlation`.
-- **Dynamics**: `ParticleState`, `lagrangian_grid`, `lpt`, `nbody` (with the `potential_filter`
+- **Dynamics**: `ParticleState`, `rescale_state`, `lagrangian_grid`, `lpt`, `nbody` (with the `potential_filter`
   and `observer` hooks), `nbody_vector_field`.
 - **Files and command line**: `save_snapshots`, `load_snapshots`, `SnapshotFile`; the
   `jpm-simulate` console script (`python -m jpm_core`).
@@ -48,7 +48,7 @@ from jpm_core._src.painting import (
     stray_particles,
 )
 from jpm_core._src.power import PowerSpectrum, cross_correlation, default_k_edges, power_spectrum
-from jpm_core._src.state import ParticleState
+from jpm_core._src.state import ParticleState, rescale_state
 
 __all__ = [
     "HUBBLE_DISTANCE",
@@ -91,6 +91,7 @@ __all__ = [
     "potential_k",
     "power_spectrum",
     "read",
+    "rescale_state",
     "save_snapshots",
     "scale_factor_of_chi",
     "sigma_r",
