@@ -1,8 +1,21 @@
-"""The floor of one PM step on this machine: one forward rFFT, three inverse rFFTs, one CIC paint and one
-CIC read of N^3 particles on an N^3 mesh, float32, one device (jpm_core's public primitives).
+"""The floor of one PM step on this machine, and where a real step stands against it.
 
-Any PM step must do at least this much work, so per-step times of full simulations are quoted against
-it (BENCHMARKS.md). Prints one JSON line per mesh size.
+The floor, as the jpm-core issue defines it: one forward rFFT, three inverse rFFTs, one CIC paint
+and one CIC read of N^3 particles on an N^3 mesh, float32, one device. Every PM step must do at
+least this much work. Measured in the same run, on the same particles (a 1LPT lattice at a = 1 with
+the Planck power spectrum in 256 Mpc/h, so that memory access follows a realistic displacement
+field, not a random permutation):
+
+- each primitive alone (`paint`, `fft`, `ifft`, `read` of a 3-component mesh, as the force uses);
+- `floor_fused`: the five primitives chained (with the gradient symbols), per application inside
+  a `lax.scan` whose steps feed each other, as in a run: (40 applications - 10) / 30;
+- `pm_forces`: the full force (adds the density contrast, the Poisson kernel and the force scale),
+  measured the same way;
+- `nbody_step`: per-step time of `nbody`, (40 steps - 10 steps) / 30, so start-up and the final
+  copy cancel.
+
+Wall time (median of repeats) and process CPU time (both cores together) are printed; the ratio
+`nbody_step / floor_fused` is the overhead of the real step over the floor.
 
     python benchmarks/bench_pm_floor.py [N ...]      (default: 64 128)
 """
@@ -15,43 +28,96 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jpm_core as jc
 
 
-def floor_step(positions, domain):
-    rho = jc.paint(positions, domain)
-    rho_k = jc.fft(rho, domain)
-    grads = [jc.ifft(rho_k * (1j * k), domain) for k in jc.wavevectors(domain)]
-    return jc.read(grads[0] + grads[1] + grads[2], positions, domain)
-
-
-def measure(n: int, repeat: int = 5) -> dict:
-    domain = jc.Domain(mesh_shape=n, box_size=256.0)
-    grid = jnp.stack(jnp.meshgrid(*[jnp.arange(n, dtype=jnp.float32)] * 3, indexing="ij"), axis=-1)
-    key = jax.random.key(0)
-    positions = (grid + jax.random.uniform(key, grid.shape, minval=-0.5, maxval=0.5)).reshape(-1, 3)
-    fn = jax.jit(floor_step, static_argnums=1)
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(positions, domain))
-    compile_s = time.perf_counter() - t0
-    runs = []
+def _time(fn, *args, repeat: int = 7) -> tuple[float, float]:
+    jax.block_until_ready(fn(*args))  # compile
+    wall, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(positions, domain))
-        runs.append(time.perf_counter() - t0)
-    return {
-        "code": "jpm-core",
-        "what": "floor: rfft + 3 irfft + cic paint + cic read",
-        "mesh": n,
-        "device": str(jax.devices()[0].device_kind),
-        "first_call_s": round(compile_s, 3),
-        "run_s_median": round(sorted(runs)[len(runs) // 2], 4),
-        "run_s_min": round(min(runs), 4),
+        w0, c0 = time.perf_counter(), time.process_time()
+        jax.block_until_ready(fn(*args))
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return float(np.median(wall)), float(np.median(cpu))
+
+
+def measure(n: int) -> list[dict]:
+    domain = jc.Domain(n, 256.0)
+    cosmo = jc.Cosmology()
+    delta = jc.linear_field(jax.random.key(0), domain, lambda k: jc.linear_power(cosmo, k))
+    state = jc.lpt(cosmo, delta, domain, 1.0, order=1)
+    x = state.positions
+    rho = jc.paint(x, domain)
+    rho_k = jc.fft(rho, domain)
+    mesh3 = jnp.stack(
+        [jc.ifft(rho_k * jc.gradient_kernel(domain, i), domain) for i in range(3)], -1
+    )
+
+    def floor(x):
+        rk = jc.fft(jc.paint(x, domain), domain)
+        g = [jc.ifft(rk * jc.gradient_kernel(domain, i), domain) for i in range(3)]
+        return jc.read(jnp.stack(g, axis=-1), x, domain)
+
+    def looped(step, k):
+        # k applications inside one lax.scan, each feeding the next (nothing can be hoisted):
+        # per-step costs are differences of two loop lengths, like a real run
+        def body(x, _):
+            return x + 1e-6 * step(x), None
+
+        return jax.jit(lambda x: jax.lax.scan(body, x, length=k)[0])
+
+    def nbody_run(k):
+        return jax.jit(
+            lambda s: jc.nbody(cosmo, s, domain, [1.0], steps=k, a_init=0.1).snapshots.positions
+        )
+
+    cases = {
+        "paint": (jax.jit(lambda x: jc.paint(x, domain)), (x,)),
+        "rfft": (jax.jit(lambda r: jc.fft(r, domain)), (rho,)),
+        "irfft": (jax.jit(lambda r: jc.ifft(r, domain)), (rho_k,)),
+        "read3": (jax.jit(lambda m, x: jc.read(m, x, domain)), (mesh3, x)),
     }
+    out = {}
+    for name, (fn, args) in cases.items():
+        out[name] = _time(fn, *args)
+    start = jc.lpt(cosmo, delta, domain, 0.1, order=1)
+    per_step = {
+        "floor_fused": (lambda k: looped(floor, k), x),
+        "pm_forces": (lambda k: looped(lambda x: jc.pm_forces(x, domain), k), x),
+        "nbody_step": (nbody_run, start),
+    }
+    for name, (make, arg) in per_step.items():
+        short, long = _time(make(10), arg, repeat=5), _time(make(40), arg, repeat=5)
+        out[name] = ((long[0] - short[0]) / 30, (long[1] - short[1]) / 30)
+    parts = out["paint"][0] + out["rfft"][0] + 3 * out["irfft"][0] + out["read3"][0]
+    rows = [
+        {
+            "code": "jpm-core",
+            "what": name,
+            "mesh": n,
+            "wall_s": round(wall, 5),
+            "cpu_s": round(cpu, 5),
+        }
+        for name, (wall, cpu) in out.items()
+    ]
+    rows.append(
+        {
+            "ratio": "per-step overhead over the floor",
+            "mesh": n,
+            "floor_sum_of_parts_s": round(parts, 5),
+            "nbody_step_over_floor_fused": round(out["nbody_step"][0] / out["floor_fused"][0], 2),
+            "pm_forces_over_floor_fused": round(out["pm_forces"][0] / out["floor_fused"][0], 2),
+            "device": str(jax.devices()[0].device_kind),
+        }
+    )
+    return rows
 
 
 if __name__ == "__main__":
     sizes = [int(a) for a in sys.argv[1:]] or [64, 128]
     for n in sizes:
-        print(json.dumps(measure(n)), flush=True)
+        for row in measure(n):
+            print(json.dumps(row), flush=True)

@@ -154,7 +154,9 @@ def test_read_of_a_multi_component_field_matches_component_reads():
     got = read(f, pos, domain, scheme="tsc")
     assert got.shape == (2, 5, 3)
     for c in range(3):
-        np.testing.assert_allclose(got[..., c], read(f[..., c], pos, domain, "tsc"), rtol=1e-6)
+        np.testing.assert_allclose(
+            got[..., c], read(f[..., c], pos, domain, "tsc"), rtol=1e-6, atol=1e-6
+        )
     with pytest.raises(ValueError, match=r"\(8, 6, 5, 3\)"):
         read(jnp.zeros((8, 6, 5, 3)), pos, domain)
 

@@ -15,15 +15,15 @@ Conventions:
 Gradients w.r.t. positions are the derivatives of these piecewise-polynomial kernels (CIC is
 continuous with kinks at nodes; TSC is continuously differentiable).
 
-Implementation: one fused scatter-add (paint) or gather (read) over the `2^3` (CIC) or `3^3` (TSC)
-nodes of every particle, with `(N, 8)` or `(N, 27)` intermediates; node indices are int32 (meshes up
-to 2^31 cells, i.e. about 1290^3, per device).
+Implementation: on a mesh padded by `S - 1` periodic nodes (`S` = 2 for CIC, 3 for TSC), every
+particle's `S^3` stencil is one contiguous block: reading is one block gather `(N, S, S, S, C)`
+contracted with the per-axis weights, painting one block scatter-add followed by folding the padding
+back. Corner indices are int32 per axis.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Literal
 
 import jax
@@ -113,48 +113,77 @@ def stray_particles(positions: ArrayLike, domain: Domain, scheme: Scheme = "cic"
     return _stray_particles(positions, domain, order)
 
 
-def _stencil(positions: Array, mesh_shape: tuple[int, int, int], order: int, derivative=False):
-    """Flat node indices `(P, S^3)` and weights `(P, S^3)` for flattened positions `(P, 3)`.
+def _window_weights(positions: Array, mesh_shape: tuple[int, int, int], order: int):
+    """Lower corner of every particle's stencil and the per-axis weights.
 
-    With `derivative=True` also the weights' derivatives with respect to the three coordinates,
-    `(P, S^3, 3)` (the piecewise polynomial's derivative; at kinks, that of the piece on the
-    right, which is what autodiff of `floor`/`round` gives too).
+    **Returns:** `(corner, w, dw)`: `corner` int32 `(P, 3)`, the first node of the `S = order`
+    nodes per axis, wrapped into `[0, n)`; `w` and `dw`, `(P, 3, S)`, the kernel's weights on
+    those nodes and their derivatives with respect to the coordinate (the piecewise polynomial's
+    derivative; at kinks, that of the piece on the right, which is what autodiff of
+    `floor`/`round` gives too).
     """
     if order == 2:
         base = jnp.floor(positions)
         d = positions - base  # in [0, 1)
-        w1d = jnp.stack([1.0 - d, d], axis=-1)  # (P, 3, 2)
-        dw1d = jnp.stack([-jnp.ones_like(d), jnp.ones_like(d)], axis=-1)
-        offsets = jnp.arange(2)
+        w = jnp.stack([1.0 - d, d], axis=-1)  # (P, 3, 2)
+        dw = jnp.stack([-jnp.ones_like(d), jnp.ones_like(d)], axis=-1)
+        first = base
     else:
         base = jnp.round(positions)
         d = positions - base  # in [-1/2, 1/2]
-        w1d = jnp.stack(
-            [0.5 * (0.5 - d) ** 2, 0.75 - d**2, 0.5 * (0.5 + d) ** 2], axis=-1
-        )  # (P, 3, 3) for offsets -1, 0, 1
-        dw1d = jnp.stack([d - 0.5, -2.0 * d, 0.5 + d], axis=-1)
-        offsets = jnp.arange(-1, 2)
-    base = base.astype(jnp.int32)
-    nx, ny, nz = mesh_shape
-    n_part = positions.shape[0]
-    # per-axis periodic node indices (P, S) and weights (P, S)
-    ix = (base[:, 0:1] + offsets[None, :]) % nx
-    iy = (base[:, 1:2] + offsets[None, :]) % ny
-    iz = (base[:, 2:3] + offsets[None, :]) % nz
-    wx, wy, wz = w1d[:, 0, :], w1d[:, 1, :], w1d[:, 2, :]
-    flat = (
-        ix[:, :, None, None] * (ny * nz) + iy[:, None, :, None] * nz + iz[:, None, None, :]
-    ).reshape(n_part, -1)
+        w = jnp.stack([0.5 * (0.5 - d) ** 2, 0.75 - d**2, 0.5 * (0.5 + d) ** 2], axis=-1)
+        dw = jnp.stack([d - 0.5, -2.0 * d, 0.5 + d], axis=-1)
+        first = base - 1.0  # offsets -1, 0, 1
+    n = jnp.asarray([mesh_shape], jnp.int32)
+    corner = first.astype(jnp.int32) % n
+    return corner, w, dw
 
-    def outer(a, b, c):
-        return (a[:, :, None, None] * b[:, None, :, None] * c[:, None, None, :]).reshape(n_part, -1)
 
-    weight = outer(wx, wy, wz)
-    if not derivative:
-        return flat, weight
-    dx, dy, dz = dw1d[:, 0, :], dw1d[:, 1, :], dw1d[:, 2, :]
-    grad = jnp.stack([outer(dx, wy, wz), outer(wx, dy, wz), outer(wx, wy, dz)], axis=-1)
-    return flat, weight, grad
+def _outer(wx: Array, wy: Array, wz: Array) -> Array:
+    """`(P, S)` x3 -> `(P, S, S, S)` tensor product per particle."""
+    return wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]
+
+
+# The mesh is padded by S - 1 nodes at the upper end of each axis (periodic copies), so that every
+# particle's S^3 stencil is one contiguous block starting at its corner: reading is a single
+# block gather `(P, S, S, S, C)` and painting a single block scatter-add followed by folding the
+# padding back onto the first nodes. On CPU this is 8x faster for reading than gathering S^3
+# scattered nodes with flat indices (64^3 CIC read of 3 components: 7 ms instead of 58 ms).
+_GATHER = jax.lax.GatherDimensionNumbers(
+    offset_dims=(1, 2, 3, 4), collapsed_slice_dims=(), start_index_map=(0, 1, 2)
+)
+_SCATTER = jax.lax.ScatterDimensionNumbers(
+    update_window_dims=(1, 2, 3), inserted_window_dims=(), scatter_dims_to_operand_dims=(0, 1, 2)
+)
+
+
+def _scatter_blocks(values: Array, corner: Array, mesh_shape: tuple[int, int, int], s: int):
+    """Add `(P, S, S, S)` blocks at their corners into a periodic mesh of `mesh_shape`."""
+    padded = jnp.zeros(tuple(n + s - 1 for n in mesh_shape), values.dtype)
+    padded = jax.lax.scatter_add(
+        padded,
+        corner,
+        values,
+        _SCATTER,
+        indices_are_sorted=False,
+        unique_indices=False,
+        mode="promise_in_bounds",
+    )
+    for axis, n in enumerate(mesh_shape):  # fold the periodic padding back, axis by axis
+        head = jax.lax.slice_in_dim(padded, 0, n, axis=axis)
+        tail = jax.lax.slice_in_dim(padded, n, n + s - 1, axis=axis)
+        wrapped = jax.lax.slice_in_dim(head, 0, s - 1, axis=axis) + tail
+        padded = jax.lax.dynamic_update_slice_in_dim(head, wrapped, 0, axis=axis)
+    return padded
+
+
+def _gather_blocks(field: Array, corner: Array, s: int) -> Array:
+    """The `(P, S, S, S, C)` blocks of a periodic `(nx, ny, nz, C)` field at the corners."""
+    pad = [(0, s - 1)] * 3 + [(0, 0)]
+    padded = jnp.pad(field, pad, mode="wrap")
+    return jax.lax.gather(
+        padded, corner, _GATHER, slice_sizes=(s, s, s, field.shape[3]), mode="promise_in_bounds"
+    )
 
 
 # The kernels below carry hand-written JVPs, linear in the tangents, so that JAX derives the VJPs
@@ -163,38 +192,51 @@ def _stencil(positions: Array, mesh_shape: tuple[int, int, int], order: int, der
 # (which cost 20x a paint at 64^3 on CPU). Forward and reverse mode both work.
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _paint_kernel(flat_pos: Array, flat_w: Array, mesh_shape: tuple[int, int, int], order: int):
-    idx, kern = _stencil(flat_pos, mesh_shape, order)
-    dtype = jnp.result_type(kern.dtype, flat_w.dtype)
-    values = kern.astype(dtype) * flat_w[:, None].astype(dtype)
-    mesh = jnp.zeros(math.prod(mesh_shape), dtype=values.dtype)
-    mesh = mesh.at[idx.reshape(-1)].add(values.reshape(-1))
-    return mesh.reshape(mesh_shape)
+    corner, w, _ = _window_weights(flat_pos, mesh_shape, order)
+    dtype = jnp.result_type(w.dtype, flat_w.dtype)
+    w = w.astype(dtype)
+    values = _outer(w[:, 0], w[:, 1], w[:, 2]) * flat_w.astype(dtype)[:, None, None, None]
+    return _scatter_blocks(values, corner, mesh_shape, order)
 
 
 @_paint_kernel.defjvp
 def _paint_kernel_jvp(mesh_shape, order, primals, tangents):
     flat_pos, flat_w = primals
-    dpos, dw = tangents
-    idx, kern, grad = _stencil(flat_pos, mesh_shape, order, derivative=True)
-    dtype = jnp.result_type(kern.dtype, flat_w.dtype)
-    w = flat_w.astype(dtype)
-    mesh = jnp.zeros(math.prod(mesh_shape), dtype=dtype)
-    out = mesh.at[idx.reshape(-1)].add((kern * w[:, None]).reshape(-1)).reshape(mesh_shape)
-    # d mesh = scatter(kern * dw + w * sum_a grad_a * dpos_a), linear in (dpos, dw)
-    dvalues = kern.astype(dtype) * jnp.asarray(dw, dtype)[:, None] + w[:, None] * jnp.einsum(
-        "psa,pa->ps", grad.astype(dtype), jnp.asarray(dpos, dtype)
+    dpos, dw_part = tangents
+    corner, w, dw = _window_weights(flat_pos, mesh_shape, order)
+    dtype = jnp.result_type(w.dtype, flat_w.dtype)
+    w, dw = w.astype(dtype), dw.astype(dtype)
+    mass = flat_w.astype(dtype)[:, None, None, None]
+    kern = _outer(w[:, 0], w[:, 1], w[:, 2])
+    out = _scatter_blocks(kern * mass, corner, mesh_shape, order)
+    # d mesh = scatter(kern * d(weight) + weight * sum_a d(kern)/d(x_a) * dpos_a), linear in tangents
+    # (P, S, S, S, 3): the kernel's gradient; contracted with dpos by one dot_general, whose
+    # transpose is again one (XLA CPU ran the elementwise form's transpose 10x slower)
+    grad = jnp.stack(
+        [
+            _outer(dw[:, 0], w[:, 1], w[:, 2]),
+            _outer(w[:, 0], dw[:, 1], w[:, 2]),
+            _outer(w[:, 0], w[:, 1], dw[:, 2]),
+        ],
+        axis=-1,
     )
-    dout = mesh.at[idx.reshape(-1)].add(dvalues.reshape(-1)).reshape(mesh_shape)
-    return out, dout
+    dkern = jnp.einsum("pijka,pa->pijk", grad, jnp.asarray(dpos, dtype))
+    dvalues = kern * jnp.asarray(dw_part, dtype)[:, None, None, None] + mass * dkern
+    return out, _scatter_blocks(dvalues, corner, mesh_shape, order)
+
+
+def _contract(blocks: Array, wx: Array, wy: Array, wz: Array) -> Array:
+    return jnp.einsum("pijkc,pi,pj,pk->pc", blocks, wx, wy, wz)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _read_kernel(field: Array, flat_pos: Array, mesh_shape: tuple[int, int, int], order: int):
-    idx, kern = _stencil(flat_pos, mesh_shape, order)
+    corner, w, _ = _window_weights(flat_pos, mesh_shape, order)
     channels = field.shape[3:]
-    values = field.reshape(math.prod(mesh_shape), -1)[idx]  # (P, S, C)
-    dtype = jnp.result_type(kern.dtype, values.dtype)
-    out = (values.astype(dtype) * kern.astype(dtype)[:, :, None]).sum(axis=1)  # (P, C)
+    blocks = _gather_blocks(field.reshape(*mesh_shape, -1), corner, order)
+    dtype = jnp.result_type(w.dtype, blocks.dtype)
+    w = w.astype(dtype)
+    out = _contract(blocks.astype(dtype), w[:, 0], w[:, 1], w[:, 2])  # (P, C)
     return out.reshape(flat_pos.shape[0], *channels)
 
 
@@ -202,17 +244,24 @@ def _read_kernel(field: Array, flat_pos: Array, mesh_shape: tuple[int, int, int]
 def _read_kernel_jvp(mesh_shape, order, primals, tangents):
     field, flat_pos = primals
     dfield, dpos = tangents
-    idx, kern, grad = _stencil(flat_pos, mesh_shape, order, derivative=True)
+    corner, w, dw = _window_weights(flat_pos, mesh_shape, order)
     channels = field.shape[3:]
-    n_cells = math.prod(mesh_shape)
-    values = field.reshape(n_cells, -1)[idx]  # (P, S, C)
-    dtype = jnp.result_type(kern.dtype, values.dtype)
-    values = values.astype(dtype)
-    out = (values * kern.astype(dtype)[:, :, None]).sum(axis=1)
-    # d out = gather(dfield) . kern + sum_a dpos_a * (values . grad_a), linear in (dfield, dpos)
-    dvalues = jnp.asarray(dfield, dtype).reshape(n_cells, -1)[idx]
-    dout = (dvalues * kern.astype(dtype)[:, :, None]).sum(axis=1) + jnp.einsum(
-        "psc,psa,pa->pc", values, grad.astype(dtype), jnp.asarray(dpos, dtype)
+    blocks = _gather_blocks(field.reshape(*mesh_shape, -1), corner, order)
+    dtype = jnp.result_type(w.dtype, blocks.dtype)
+    blocks, w, dw = blocks.astype(dtype), w.astype(dtype), dw.astype(dtype)
+    out = _contract(blocks, w[:, 0], w[:, 1], w[:, 2])
+    # d out = gather(dfield) . kern + sum_a dpos_a * (blocks . d(kern)/d(x_a)), linear in tangents
+    dblocks = _gather_blocks(jnp.asarray(dfield, dtype).reshape(*mesh_shape, -1), corner, order)
+    jac = jnp.stack(
+        [
+            _contract(blocks, dw[:, 0], w[:, 1], w[:, 2]),
+            _contract(blocks, w[:, 0], dw[:, 1], w[:, 2]),
+            _contract(blocks, w[:, 0], w[:, 1], dw[:, 2]),
+        ],
+        axis=-1,
+    )  # (P, C, 3), contracted with dpos by one dot_general (so is its transpose)
+    dout = _contract(dblocks, w[:, 0], w[:, 1], w[:, 2]) + jnp.einsum(
+        "pca,pa->pc", jac, jnp.asarray(dpos, dtype)
     )
     shape = (flat_pos.shape[0], *channels)
     return out.reshape(shape), dout.reshape(shape)
