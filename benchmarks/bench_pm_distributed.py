@@ -12,10 +12,12 @@ largest excursion, and <= the local slab width).
 
 The 8 devices are XLA's fake host devices (`--xla_force_host_platform_device_count=8`): they share
 the machine's CPU cores, so the ratio measures what the decomposition adds (halo exchange for
-paint/read, the pencil FFT's transposes, the smaller per-device kernels), not a speed-up.
+paint/read, the distributed FFT's transposes, the smaller per-device kernels), not a speed-up. Each
+grid is run with each `--fft-backends` (jpm-core's distributed real FFT `rfft`, jaxdecomp's complex
+pencil FFT `jax`).
 
     nice -n 10 python benchmarks/bench_pm_distributed.py [--mesh 64] [--steps 10] [--no-grad]
-        [--grids 2x4 1x8 8x1 4x2] [--halo H]
+        [--grids 2x4 1x8 8x1 4x2] [--halo H] [--fft-backends rfft jax]
 """
 
 from __future__ import annotations
@@ -56,10 +58,24 @@ def timed(fn, args, repeat: int) -> dict:
     return {"compile_s": compile_s, "runs": runs, "cpu": cpu, "out": out}
 
 
-def layout(mesh: int, grid: tuple[int, int], halo: int, steps: int, modes, repeat: int, on_stray):
+def layout(
+    mesh: int,
+    grid: tuple[int, int],
+    halo: int,
+    steps: int,
+    modes,
+    repeat: int,
+    on_stray,
+    fft_backend: str = "rfft",
+):
     distributed = grid != (1, 1)
     domain = jc.Domain(
-        mesh, BOX, device_grid=grid, halo=halo if distributed else 0, on_stray=on_stray
+        mesh,
+        BOX,
+        device_grid=grid,
+        halo=halo if distributed else 0,
+        on_stray=on_stray,
+        fft_backend=fft_backend,
     )
     cosmo = jc.Cosmology()
 
@@ -123,6 +139,9 @@ def main() -> int:
     ap.add_argument("--halo", type=int, default=None, help="default: from stray_particles, + 1")
     ap.add_argument("--no-grad", action="store_true")
     ap.add_argument("--on-stray", choices=["warn", "nan"], default="warn")
+    ap.add_argument(
+        "--fft-backends", nargs="+", default=["rfft", "jax"], choices=["rfft", "jax", "cudecomp"]
+    )
     args = ap.parse_args()
     if jax.device_count() < 8:
         raise SystemExit(
@@ -139,9 +158,12 @@ def main() -> int:
         print(json.dumps(row), flush=True)
     base = {row["mode"]: row["per_step_s"] for row in rows}
     cpu_base = {row["mode"]: row["cpu_per_step_s"] for row in rows}
-    for grid in grids:
-        more, _ = layout(args.mesh, grid, halo, args.steps, modes, args.repeat, args.on_stray)
+    for grid, backend in [(g, b) for b in args.fft_backends for g in grids]:
+        more, _ = layout(
+            args.mesh, grid, halo, args.steps, modes, args.repeat, args.on_stray, backend
+        )
         for row in more:
+            row["fft_backend"] = backend
             row["overhead_vs_1_device"] = round(row["per_step_s"] / base[row["mode"]], 3)
             row["cpu_overhead_vs_1_device"] = round(
                 row["cpu_per_step_s"] / cpu_base[row["mode"]], 3
@@ -152,7 +174,7 @@ def main() -> int:
         f"mesh {args.mesh}^3, {args.steps} steps, halo {halo}, 8 fake CPU devices sharing the cores"
     )
     print(
-        f"{'mode':5s} {'grid':>6s} {'per step s':>10s} {'overhead':>8s} {'cpu s/step':>10s}"
+        f"{'mode':5s} {'grid':>6s} {'fft':>5s} {'per step s':>10s} {'overhead':>8s} {'cpu s/step':>10s}"
         f" {'cpu overhead':>12s} {'compile s':>9s}"
     )
     for row in rows:
@@ -160,7 +182,8 @@ def main() -> int:
         over = row.get("overhead_vs_1_device", 1.0)
         cpu_over = row.get("cpu_overhead_vs_1_device", 1.0)
         print(
-            f"{row['mode']:5s} {grid:>6s} {row['per_step_s']:10.4f} {over:8.2f}"
+            f"{row['mode']:5s} {grid:>6s} {row.get('fft_backend', '-'):>5s}"
+            f" {row['per_step_s']:10.4f} {over:8.2f}"
             f" {row['cpu_per_step_s']:10.4f} {cpu_over:12.2f} {row['compile_s']:9.1f}"
         )
     return 0

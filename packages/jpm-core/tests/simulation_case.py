@@ -11,10 +11,11 @@ SHAPE = (16, 16, 16)
 BOX = 256.0
 
 
-def simulate(device_grid=(1, 1), steps=3):
+def simulate(device_grid=(1, 1), steps=3, fft_backend="rfft"):
     """2LPT at a = 0.1, `steps` PM steps to a = 1; returns (2LPT positions, final positions,
-    final CIC density, P(k) of the final density)."""
-    domain = jc.Domain(SHAPE, BOX, device_grid=device_grid, halo=2 if device_grid != (1, 1) else 0)
+    final CIC density, P(k) of the final density). `fft_backend` picks the distributed FFT."""
+    halo = 2 if device_grid != (1, 1) else 0
+    domain = jc.Domain(SHAPE, BOX, device_grid=device_grid, halo=halo, fft_backend=fft_backend)
     cosmo = jc.Cosmology.create()
 
     @jax.jit

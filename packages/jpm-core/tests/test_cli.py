@@ -94,13 +94,15 @@ def test_snapshots_equal_a_direct_run(run):
     assert loaded.snapshots.positions.dtype == np.float32
 
 
-def test_a_device_grid_run_equals_the_one_device_run(run, tmp_path, capsys):
+@pytest.mark.parametrize("backend", ["rfft", "jax"])
+def test_a_device_grid_run_equals_the_one_device_run(backend, run, tmp_path, capsys):
     """`--devices 2 4` on the 8 fake CPU devices: same snapshots as the one-device run."""
     _, out, _, _ = run
-    assert main([*ARGV, "--devices", "2", "4", "--no-plot", "--out", str(tmp_path)]) == 0
+    argv = [*ARGV, "--devices", "2", "4", "--fft-backend", backend, "--no-plot"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
     one = jpm.load_snapshots(out / "snapshots.npz")
     grid = jpm.load_snapshots(tmp_path / "snapshots.npz")
-    assert grid.domain == jpm.Domain(MESH, BOX, device_grid=(2, 4), halo=4)
+    assert grid.domain == jpm.Domain(MESH, BOX, device_grid=(2, 4), halo=4, fft_backend=backend)
     np.testing.assert_allclose(grid.snapshots.positions, one.snapshots.positions, atol=2e-4)
     np.testing.assert_allclose(grid.snapshots.momenta, one.snapshots.momenta, rtol=1e-3, atol=2e-4)
 
@@ -135,6 +137,8 @@ def test_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch, capsys):
         (["--devices", "3", "--mesh", "8"], "not divisible by device_grid[1]=3"),
         (["--devices", "16"], "needs 16 devices but 8 are visible"),
         (["--devices", "2", "--halo", "0"], "--halo must be >= 1 cell, got 0"),
+        (["--devices", "2", "4", "--mesh", "12"], "divisible by px * py = 8"),
+        (["--fft-backend", "fftw"], "invalid choice: 'fftw'"),
         (["--lpt-order", "3"], "invalid choice: 3"),
         (["--a-init", "0"], "--a-init must lie in (0, 1.5], got 0.0"),
     ],

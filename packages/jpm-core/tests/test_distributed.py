@@ -120,9 +120,10 @@ def _assert_same_run(got, ref):
     assert np.abs(ref[1] - ref[0]).max() > 0.3
 
 
+@pytest.mark.parametrize("backend", ["rfft", "jax"])
 @pytest.mark.parametrize("grid", GRIDS)
-def test_lpt_nbody_and_power_spectrum_match_one_device(grid, one_device_run):
-    _assert_same_run(CASE.as_numpy(CASE.simulate(grid)), one_device_run)
+def test_lpt_nbody_and_power_spectrum_match_one_device(grid, backend, one_device_run):
+    _assert_same_run(CASE.as_numpy(CASE.simulate(grid, fft_backend=backend)), one_device_run)
 
 
 def _free_port() -> int:
@@ -131,7 +132,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_of_four_devices_match_one_device(one_device_run, tmp_path):
+@pytest.mark.parametrize("backend", ["rfft", "jax"])
+def test_two_processes_of_four_devices_match_one_device(backend, one_device_run, tmp_path):
     """jax.distributed on localhost, gloo CPU collectives, device grid (2, 4) over 2 processes."""
     worker = Path(__file__).with_name("multiprocess_worker.py")
     out = tmp_path / "two_processes.npz"
@@ -139,7 +141,7 @@ def test_two_processes_of_four_devices_match_one_device(one_device_run, tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(worker), str(i), str(port), str(out)],
+            [sys.executable, str(worker), str(i), str(port), str(out), backend],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -161,7 +163,8 @@ def test_two_processes_of_four_devices_match_one_device(one_device_run, tmp_path
     _assert_same_run(got, one_device_run)
 
 
-def test_gradient_through_distributed_nbody_matches_one_device():
+@pytest.mark.parametrize("backend", ["rfft", "jax"])
+def test_gradient_through_distributed_nbody_matches_one_device(backend):
     shape, box = (16, 16, 8), (256.0, 256.0, 128.0)
     cosmo = jc.Cosmology.create()
 
@@ -177,7 +180,7 @@ def test_gradient_through_distributed_nbody_matches_one_device():
 
     noise = np.random.default_rng(5).normal(size=shape)
     one = Domain(shape, box)
-    dist = Domain(shape, box, device_grid=(2, 4), halo=1)
+    dist = Domain(shape, box, device_grid=(2, 4), halo=1, fft_backend=backend)
     g1 = grad_fn(one)(noise, 0.25)
     gd = grad_fn(dist)(noise, 0.25)
     scale = float(np.abs(g1[0]).max())

@@ -30,7 +30,13 @@ def test_anisotropic_domain_and_local_shape():
     assert d.box_size == (120.0, 60.0, 30.0)
     assert d.cell_size == pytest.approx((10.0, 5.0, 5.0))
     assert d.local_mesh_shape == (6, 4, 6)
-    assert d.fourier_shape == (12, 6, 12)  # the distributed transform is transposed (Y, Z, X)
+    assert d.fourier_shape == (12, 12, 4)  # the distributed real FFT: the one-device layout
+    assert not d.transposed_fourier
+    j = Domain((12, 12, 6), (120.0, 60, 30.0), device_grid=(2, 3), halo=2, fft_backend="jax")
+    assert j.fourier_shape == (12, 6, 12)  # jaxdecomp's complex transform is transposed (Y, Z, X)
+    assert j.transposed_fourier
+    # z is never split by the real FFT: any nz, odd included
+    assert Domain((12, 12, 7), 1.0, device_grid=(2, 3)).fourier_shape == (12, 12, 4)
     assert d.n_devices == 6
     assert d.is_distributed
 
@@ -69,8 +75,24 @@ def test_kvec_layout():
         ({"mesh_shape": 8, "box_size": float("inf")}, ValueError, "inf"),
         ({"mesh_shape": 8, "box_size": 1.0, "device_grid": (3, 1)}, ValueError, "=3"),
         ({"mesh_shape": (8, 10, 8), "box_size": 1.0, "device_grid": (2, 4)}, ValueError, "10"),
-        ({"mesh_shape": (8, 8, 12), "box_size": 1.0, "device_grid": (8, 1)}, ValueError, "=12"),
-        ({"mesh_shape": (8, 8, 6), "box_size": 1.0, "device_grid": (2, 4)}, ValueError, "=6"),
+        (
+            {
+                "mesh_shape": (8, 8, 12),
+                "box_size": 1.0,
+                "device_grid": (8, 1),
+                "fft_backend": "jax",
+            },
+            ValueError,
+            "=12",
+        ),
+        (
+            {"mesh_shape": (8, 8, 6), "box_size": 1.0, "device_grid": (2, 4), "fft_backend": "jax"},
+            ValueError,
+            "=6",
+        ),
+        # the distributed real FFT splits x and y over all px * py devices (z is free)
+        ({"mesh_shape": (8, 12, 8), "box_size": 1.0, "device_grid": (2, 4)}, ValueError, "= 8"),
+        ({"mesh_shape": 8, "box_size": 1.0, "fft_backend": "fftw"}, ValueError, "fftw"),
         ({"mesh_shape": 8, "box_size": 1.0, "device_grid": (0, 1)}, ValueError, "(0, 1)"),
         ({"mesh_shape": 8, "box_size": 1.0, "device_grid": (2,)}, ValueError, "(2,)"),
         ({"mesh_shape": 8, "box_size": 1.0, "halo": -1}, ValueError, "-1"),

@@ -87,8 +87,9 @@ def eight_devices(n_devices):
 @pytest.mark.usefixtures("eight_devices")
 @pytest.mark.parametrize("grid", GRIDS)
 def test_distributed_fft_matches_the_complex_transform(grid):
+    # jaxdecomp's complex pencil transform (fft_backend="jax")
     shape = (16, 8, 24)
-    domain = Domain(shape, (32.0, 16.0, 24.0), device_grid=grid)
+    domain = Domain(shape, (32.0, 16.0, 24.0), device_grid=grid, fft_backend="jax")
     assert domain.fourier_shape == (8, 24, 16)
     f = np.random.default_rng(1).normal(size=shape).astype(np.float32)
     fk = jax.jit(fft, static_argnums=1)(f, domain)
@@ -118,3 +119,23 @@ def test_distributed_fft_matches_the_complex_transform(grid):
     np.testing.assert_allclose(
         np.asarray(wavenumbers(domain))[tuple(peaks[0])], np.linalg.norm(k0), rtol=1e-6
     )
+
+
+@pytest.mark.usefixtures("eight_devices")
+@pytest.mark.parametrize("grid", GRIDS)
+def test_distributed_real_fft_has_the_one_device_layout(grid):
+    # the default distributed transform (fft_backend="rfft"): numpy's rfftn, whatever the grid
+    shape = (16, 8, 24)
+    domain = Domain(shape, (32.0, 16.0, 24.0), device_grid=grid)
+    single = Domain(shape, (32.0, 16.0, 24.0))
+    assert domain.fourier_shape == single.fourier_shape == (16, 8, 13)
+    f = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    fk = jax.jit(fft, static_argnums=1)(f, domain)
+    assert len(fk.sharding.device_set) == 8
+    ref = np.fft.rfftn(f.astype(np.float64))
+    np.testing.assert_allclose(np.asarray(fk), ref, atol=1e-5 * np.abs(ref).max())
+    back = jax.jit(ifft, static_argnums=1)(fk, domain)
+    assert back.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(back), f, atol=1e-5)
+    for k_dist, k_one in zip(wavevectors(domain), wavevectors(single), strict=True):
+        np.testing.assert_array_equal(np.asarray(k_dist), np.asarray(k_one))

@@ -158,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="halo width in cells on a device grid (default: 4, or the local slab width if "
         "smaller); particles may stray this far from their device's slab",
     )
+    run.add_argument(
+        "--fft-backend",
+        choices=("rfft", "jax", "cudecomp"),
+        default="rfft",
+        help="distributed FFT on a device grid: jpm-core's real FFT (default; X and Y divisible "
+        "by PX*PY), or jaxdecomp's complex pencil FFT with XLA ('jax') or cuDecomp collectives",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("jpm_simulation"), help="output directory")
     out.add_argument("--no-plot", action="store_true", help=f"do not write {POWER_PNG}")
@@ -215,15 +222,22 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
             mesh_shape=args.mesh[0] if len(args.mesh) == 1 else tuple(args.mesh),
             box_size=args.box[0] if len(args.box) == 1 else tuple(args.box),
             device_grid=grid,
+            fft_backend=args.fft_backend,
         )
         if domain.is_distributed:
             lx, ly, _ = domain.local_mesh_shape
             widths = [w for w, p in zip((lx, ly), grid, strict=True) if p > 1]
             halo = min(4, *widths) if args.halo is None else args.halo
-            domain = Domain(domain.mesh_shape, domain.box_size, device_grid=grid, halo=halo)
+            domain = Domain(
+                domain.mesh_shape,
+                domain.box_size,
+                device_grid=grid,
+                halo=halo,
+                fft_backend=args.fft_backend,
+            )
         args.domain = domain
     except (TypeError, ValueError) as error:
-        parser.error(f"--mesh/--devices/--halo: {error}")
+        parser.error(f"--mesh/--devices/--halo/--fft-backend: {error}")
     if args.domain.is_distributed:
         import jax
 

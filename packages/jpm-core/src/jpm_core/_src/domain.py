@@ -13,7 +13,7 @@ __all__ = ["Domain"]
 
 _MIN_CELLS = 2
 _ON_STRAY = ("warn", "nan")
-_FFT_BACKENDS = ("jax", "cudecomp")
+_FFT_BACKENDS = ("rfft", "jax", "cudecomp")
 
 
 def _as_triple_of_ints(name: str, value: object) -> tuple[int, int, int]:
@@ -69,10 +69,18 @@ class Domain:
       painted mesh becomes NaN (a stray reads NaN), and `"warn"` (default) also prints a message
       from the host, `"nan"` does not (no host round-trip per call, for GPUs). Unused on one
       device.
-    - `fft_backend`: jaxdecomp's backend for the distributed FFT: `"jax"` (default; XLA
-      all-to-all collectives, which run on CPUs, on GPUs through NCCL, and across processes) or
-      `"cudecomp"` (NVIDIA's cuDecomp library, needs a jaxdecomp built with CUDA; see the GPU
-      cluster page of the docs). Unused on one device.
+    - `fft_backend`: the distributed FFT (unused on one device):
+      - `"rfft"` (default): jpm-core's distributed real-to-complex transform (a local real FFT
+        along z, then complex FFTs along y and x between two XLA all-to-all transposes; see
+        `jpm_core.fft`). Half the work and memory of a complex transform, and its output has the
+        one-device layout `(nx, ny, nz // 2 + 1)`. Needs `nx` and `ny` divisible by `px * py`.
+      - `"jax"`: jaxdecomp's complex pencil transform with XLA collectives; output transposed to
+        `(ny, nz, nx)`. Needs every axis divisible by both `px` and `py`.
+      - `"cudecomp"`: the same through NVIDIA's cuDecomp library (needs a jaxdecomp built with
+        CUDA; see the GPU cluster page of the docs).
+
+      `"rfft"` and `"jax"` run on CPUs, GPUs and across processes; kernels built from
+      `jpm_core.wavevectors` follow any of the layouts.
 
     **Raises:** `ValueError`/`TypeError` eagerly, naming the offending value.
 
@@ -85,7 +93,7 @@ class Domain:
     device_grid: tuple[int, int] = (1, 1)
     halo: int = 0
     on_stray: str = "warn"
-    fft_backend: str = "jax"
+    fft_backend: str = "rfft"
 
     def __post_init__(self) -> None:
         mesh = _as_triple_of_ints("mesh_shape", self.mesh_shape)
@@ -117,7 +125,22 @@ class Domain:
                     f"mesh_shape[{axis}]={n} is not divisible by device_grid[{axis}]={p} "
                     f"(mesh_shape={mesh!r}, device_grid={grid!r})"
                 )
-        if grid != (1, 1):
+        if self.fft_backend not in _FFT_BACKENDS:
+            raise ValueError(
+                f"fft_backend must be one of {_FFT_BACKENDS}, got {self.fft_backend!r}"
+            )
+        if grid != (1, 1) and self.fft_backend == "rfft":
+            n_dev = grid[0] * grid[1]
+            for axis, n in enumerate(mesh[:2]):
+                if n % n_dev:
+                    raise ValueError(
+                        f"mesh_shape[{axis}]={n} must be divisible by px * py = {n_dev} for the "
+                        f"distributed real FFT (fft_backend='rfft'), whose transposes split x and "
+                        f"y over all devices (mesh_shape={mesh!r}, device_grid={grid!r}); "
+                        "fft_backend='jax' (jaxdecomp's complex pencil FFT) needs every axis "
+                        "divisible by px and by py instead"
+                    )
+        elif grid != (1, 1):
             for axis, n in enumerate(mesh):
                 if n % grid[0] or n % grid[1]:
                     raise ValueError(
@@ -127,10 +150,6 @@ class Domain:
                     )
         if halo < 0:
             raise ValueError(f"halo must be >= 0 cells, got {halo!r}")
-        if self.fft_backend not in _FFT_BACKENDS:
-            raise ValueError(
-                f"fft_backend must be one of {_FFT_BACKENDS}, got {self.fft_backend!r}"
-            )
         if self.on_stray not in _ON_STRAY:
             raise ValueError(f"on_stray must be one of {_ON_STRAY}, got {self.on_stray!r}")
         for axis, (n, p) in enumerate(zip(mesh[:2], grid, strict=True)):
@@ -179,13 +198,19 @@ class Domain:
     def fourier_shape(self) -> tuple[int, int, int]:
         """Shape of `jpm_core.fft(field, self)`.
 
-        One device: the real-to-complex layout `(nx, ny, nz // 2 + 1)`. Distributed: jaxdecomp's
-        complex pencil transform, whose output is transposed, `(ny, nz, nx)`.
+        The real-to-complex layout `(nx, ny, nz // 2 + 1)` on one device and with the default
+        distributed transform (`fft_backend="rfft"`); jaxdecomp's complex pencil transform
+        (`"jax"`, `"cudecomp"`) is transposed, `(ny, nz, nx)`.
         """
         nx, ny, nz = self.mesh_shape
-        if self.is_distributed:
+        if self.transposed_fourier:
             return (ny, nz, nx)
         return (nx, ny, nz // 2 + 1)
+
+    @property
+    def transposed_fourier(self) -> bool:
+        """Whether `jpm_core.fft` returns jaxdecomp's transposed complex layout `(ny, nz, nx)`."""
+        return self.is_distributed and self.fft_backend != "rfft"
 
     @property
     def n_devices(self) -> int:
@@ -210,14 +235,15 @@ class Domain:
         **Returns:** `(kx, ky, kz)` in h/Mpc, each with one non-singleton axis, broadcasting to
         `fourier_shape`. One device: shapes `(nx, 1, 1)`, `(1, ny, 1)`, `(1, 1, nz // 2 + 1)`, with
         `kx`, `ky` in `numpy.fft.fftfreq` order and `kz` in `numpy.fft.rfftfreq` order.
-        Distributed (transposed `(ny, nz, nx)` layout): `(1, 1, nx)`, `(ny, 1, 1)`, `(1, nz, 1)`,
-        all in `fftfreq` order. Use `jpm_core.wavevectors` for JAX arrays.
+        The same with `fft_backend="rfft"`. jaxdecomp's transposed `(ny, nz, nx)` layout:
+        `(1, 1, nx)`, `(ny, 1, 1)`, `(1, nz, 1)`, all in `fftfreq` order. Use
+        `jpm_core.wavevectors` for JAX arrays.
         """
         nx, ny, nz = self.mesh_shape
         cx, cy, cz = self.cell_size
         kx = 2 * np.pi * np.fft.fftfreq(nx, d=cx)
         ky = 2 * np.pi * np.fft.fftfreq(ny, d=cy)
-        if self.is_distributed:
+        if self.transposed_fourier:
             kz = 2 * np.pi * np.fft.fftfreq(nz, d=cz)
             return kx.reshape(1, 1, nx), ky.reshape(ny, 1, 1), kz.reshape(1, nz, 1)
         kz = 2 * np.pi * np.fft.rfftfreq(nz, d=cz)

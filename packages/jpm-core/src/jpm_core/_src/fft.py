@@ -12,12 +12,16 @@ Layout and normalisation (the contract every kernel in `jpm_core` relies on):
 
 On one device this is `jnp.fft.rfftn`, which does half the work and memory of the complex transform.
 With a distributed `Domain` (`device_grid = (px, py) != (1, 1)`) the field is sharded as
-`P("x", "y")` over a `(px, py)` mesh of the first `px * py` devices and transformed by jaxdecomp's
-pencil FFT (`jaxdecomp.fft.pfft3d`): a complex transform (jaxdecomp 0.3.1 has no distributed real
-transform: its `prfft3d` raises), whose output is transposed to `(ny, nz, nx)`;
+`P("x", "y")` over a `(px, py)` mesh of the first `px * py` devices and, with the default
+`fft_backend="rfft"`, transformed by jpm-core's distributed real-to-complex FFT (`_src/rfft_dist.py`;
+jaxdecomp 0.3.1's `prfft3d` raises): a local real FFT along z, an all-to-all over the y device axis
+and a complex FFT along y, an all-to-all over all devices and a complex FFT along x. Its output is
+`numpy.fft.rfftn`'s, `(nx, ny, nz//2+1)`, the one-device layout, sharded over ky; it needs `nx` and
+`ny` divisible by `px * py`. `fft_backend="jax"`/`"cudecomp"` use jaxdecomp's complex pencil
+transform (`jaxdecomp.fft.pfft3d`) instead, whose output is transposed to `(ny, nz, nx)`;
 `domain.fourier_shape` and `wavevectors` follow that layout.
 
-Known limitation (jaxdecomp 0.3.1, jax 0.10): the distributed transform fails in float64 when x64 is
+Known limitation (jaxdecomp 0.3.1, jax 0.10): jaxdecomp's distributed transform fails in float64 when x64 is
 enabled with the thread-local context manager `jax.enable_x64(True)` ("Mismatch in result shapes",
 complex64 vs complex128: the custom partitioner runs outside that context); enabling it globally,
 `jax.config.update("jax_enable_x64", True)`, works.
@@ -35,6 +39,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
 from jpm_core._src.domain import Domain
+from jpm_core._src.rfft_dist import pirfft3d, prfft3d
 
 __all__ = ["fft", "ifft", "wavenumbers", "wavevectors"]
 
@@ -77,7 +82,8 @@ def fft(field: ArrayLike, domain: Domain) -> Array:
 
     **Returns:** complex array of shape `domain.fourier_shape`, unnormalised
     (`F[0, 0, 0] = field.sum()`), in the layout of `wavevectors(domain)`: `(nx, ny, nz//2+1)` on
-    one device, the full transposed `(ny, nz, nx)` grid when distributed.
+    one device and with the distributed real FFT (`fft_backend="rfft"`, sharded over ky), the
+    full transposed `(ny, nz, nx)` grid with jaxdecomp's backends.
     """
     _check_domain(domain)
     field = jnp.asarray(field)
@@ -85,9 +91,11 @@ def fft(field: ArrayLike, domain: Domain) -> Array:
     if jnp.iscomplexobj(field):
         raise TypeError(f"fft expects a real field, got dtype {field.dtype}")
     if domain.is_distributed:
-        import jaxdecomp  # deferred: only the distributed path needs it
-
         field = jax.lax.with_sharding_constraint(field, _pencil_sharding(domain))
+        if not domain.transposed_fourier:
+            return prfft3d(field, domain.device_grid)
+        import jaxdecomp  # deferred: only the jaxdecomp backends need it
+
         return jaxdecomp.fft.pfft3d(field, backend=domain.fft_backend)
     return jnp.fft.rfftn(field, axes=(0, 1, 2))
 
@@ -107,9 +115,12 @@ def ifft(field_k: ArrayLike, domain: Domain) -> Array:
     field_k = jnp.asarray(field_k)
     _check_shape("field_k", field_k, domain.fourier_shape)
     if domain.is_distributed:
-        import jaxdecomp
+        if not domain.transposed_fourier:
+            field = pirfft3d(field_k, domain.device_grid, domain.mesh_shape)
+        else:
+            import jaxdecomp
 
-        field = jnp.real(jaxdecomp.fft.pifft3d(field_k, backend=domain.fft_backend))
+            field = jnp.real(jaxdecomp.fft.pifft3d(field_k, backend=domain.fft_backend))
         return jax.lax.with_sharding_constraint(field, _pencil_sharding(domain))
     return jnp.fft.irfftn(field_k, s=domain.mesh_shape, axes=(0, 1, 2))
 

@@ -32,6 +32,7 @@ from jpm_core._src.fft import (
     ifft,
     wavenumbers,
 )
+from jpm_core._src.rfft_dist import fourier_sharding
 
 __all__ = ["linear_field", "linear_field_from_noise", "white_noise"]
 
@@ -105,13 +106,16 @@ def _blockwise(power_fn: PowerFn, kmag: Array, domain: Domain) -> Array:
     (e.g. Omega_c through the Eisenstein-Hu transfer function) gets a layout that XLA's FFT thunk
     rejects (`RET_CHECK ... fft_thunk.cc IsMonotonicWithDim0Major`) and the process aborts.
     """
-    import jaxdecomp
-
     from jpm_core._src.halo import device_mesh
 
-    # the layout of jaxdecomp's FFT output: any other would be resharded into the transform,
-    # which its custom partitioner rejects ("Mismatch in result shapes")
-    spec = jaxdecomp.get_fft_output_sharding(_pencil_sharding(domain)).spec
+    if domain.transposed_fourier:
+        import jaxdecomp
+
+        # the layout of jaxdecomp's FFT output: any other would be resharded into the transform,
+        # which its custom partitioner rejects ("Mismatch in result shapes")
+        spec = jaxdecomp.get_fft_output_sharding(_pencil_sharding(domain)).spec
+    else:
+        spec = fourier_sharding(domain.device_grid).spec
 
     def local(k):
         out = jnp.asarray(power_fn(k))

@@ -60,9 +60,10 @@ def default_k_edges(domain: Domain, n_bins: int | None = None) -> np.ndarray:
 def _mode_multiplicity(domain: Domain) -> np.ndarray:
     """Weight (1 or 2) of each stored rfft mode along the last axis, shape `(1, 1, nz//2+1)`.
 
-    A distributed transform is complex and stores every mode once: weight 1, shape `(1, 1, 1)`.
+    jaxdecomp's distributed transform is complex and stores every mode once: weight 1, shape
+    `(1, 1, 1)`.
     """
-    if domain.is_distributed:
+    if domain.transposed_fourier:
         return np.ones((1, 1, 1))
     nz = domain.mesh_shape[2]
     j = np.arange(nz // 2 + 1)
