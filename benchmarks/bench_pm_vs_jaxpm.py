@@ -1,9 +1,10 @@
 """jpm-core against JaxPM 0.1.6 on the configuration of `shared/peers/jaxpm_bench.py`, in one run.
 
 N^3 particles on an N^3 mesh, 256 Mpc/h, 1LPT at a = 0.1, fixed steps to a = 1, final CIC density,
-float32, one CPU device. Forward time, and the gradient of sum(density^2) with respect to
-(Omega_c, sigma8, initial field): wall time (median of repeats, after compilation), compile time, and
-the compiled program's XLA temp memory (`memory_analysis()`), at 10 and 40 steps. Our gradient is
+float32, one device (JAX's default: a GPU when one is visible; the peer always runs on the CPU, so
+on a GPU run it with `--no-peer`; each row names the device). Forward time, and the gradient of
+sum(density^2) with respect to (Omega_c, sigma8, initial field): wall time (median of repeats,
+after compilation), compile time, and the compiled program's XLA temp memory (`memory_analysis()`), at 10 and 40 steps. Our gradient is
 measured for each `nbody(..., gradient=...)` mode asked for (`--gradients`, default the
 reverse-time `adjoint` and per-step `checkpoint`); JaxPM has one gradient, compared with each.
 
@@ -89,7 +90,8 @@ def ours(mesh: int, steps: int, mode: str, repeat: int, gradient: str = "adjoint
     if mode != "fwd":
         mode = f"grad-{gradient}"
     return {"code": f"jpm-core-{jc.__version__}", "mesh": mesh, "steps": steps, "mode": mode,
-            **result, "peak_rss_mib_so_far": round(peak, 1)}  # fmt: skip
+            **result, "peak_rss_mib_so_far": round(peak, 1),
+            "device": jax.devices()[0].device_kind}  # fmt: skip
 
 
 def reversibility(mesh: int, steps: int, x64: bool, a_init: float = 0.1) -> dict:
