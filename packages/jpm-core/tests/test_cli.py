@@ -94,6 +94,27 @@ def test_snapshots_equal_a_direct_run(run):
     assert loaded.snapshots.positions.dtype == np.float32
 
 
+def test_a_finer_force_mesh_run_equals_a_direct_run(tmp_path, capsys):
+    """`--force-mesh-factor 2`: forces on 32^3 with the finite-difference kernels, snapshots in
+    the cells of the 16^3 particle grid."""
+    argv = [*ARGV, "--force-mesh-factor", "2", "--no-plot", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert "16^3 particles, forces on 32^3" in capsys.readouterr().out
+    loaded = jpm.load_snapshots(tmp_path / "snapshots.npz")
+    particles, mesh = jpm.Domain(MESH, BOX), jpm.Domain(2 * MESH, BOX)
+    assert loaded.domain == particles
+    assert loaded.metadata["options"]["kernel"] == "finite_difference"
+    cosmo = jpm.Cosmology(Omega_c=0.25, sigma8=0.9)
+    delta = jpm.linear_field(jax.random.key(SEED), particles, lambda k: jpm.linear_power(cosmo, k))
+    state = jpm.rescale_state(jpm.lpt(cosmo, delta, particles, A_INIT, order=2), particles, mesh)
+    kernels = {"kernel": "finite_difference", "laplace": "finite_difference"}
+    steps = [0.1, 0.3, 0.5, 0.75, 1.0]
+    direct = jpm.nbody(cosmo, state, mesh, SNAPSHOTS, steps=steps, **kernels).snapshots
+    direct = jpm.rescale_state(direct, mesh, particles)
+    np.testing.assert_allclose(loaded.snapshots.positions, direct.positions, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(loaded.snapshots.momenta, direct.momenta, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("backend", ["rfft", "jax"])
 def test_a_device_grid_run_equals_the_one_device_run(backend, run, tmp_path, capsys):
     """`--devices 2 4` on the 8 fake CPU devices: same snapshots as the one-device run."""
@@ -139,6 +160,8 @@ def test_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch, capsys):
         (["--devices", "2", "--halo", "0"], "--halo must be >= 1 cell, got 0"),
         (["--devices", "2", "4", "--mesh", "12"], "divisible by px * py = 8"),
         (["--fft-backend", "fftw"], "invalid choice: 'fftw'"),
+        (["--force-mesh-factor", "0"], "--force-mesh-factor must be >= 1, got 0"),
+        (["--kernel", "fd"], "invalid choice: 'fd'"),
         (["--lpt-order", "3"], "invalid choice: 3"),
         (["--a-init", "0"], "--a-init must lie in (0, 1.5], got 0.0"),
     ],
