@@ -251,7 +251,16 @@ def _read_kernel_jvp(mesh_shape, order, primals, tangents):
     blocks, w, dw = blocks.astype(dtype), w.astype(dtype), dw.astype(dtype)
     out = _contract(blocks, w[:, 0], w[:, 1], w[:, 2])
     # d out = gather(dfield) . kern + sum_a dpos_a * (blocks . d(kern)/d(x_a)), linear in tangents
-    dblocks = _gather_blocks(jnp.asarray(dfield, dtype).reshape(*mesh_shape, -1), corner, order)
+    # one single-channel block gather per component: its transpose (the scatter-add that carries
+    # the cotangent back to the mesh) is 2x faster on XLA CPU than one scatter of (S, S, S, C) blocks
+    dfield = jnp.asarray(dfield, dtype).reshape(*mesh_shape, -1)
+    dfield_part = jnp.concatenate(
+        [
+            _contract(_gather_blocks(dfield[..., c : c + 1], corner, order), *w.transpose(1, 0, 2))
+            for c in range(dfield.shape[-1])
+        ],
+        axis=-1,
+    )
     jac = jnp.stack(
         [
             _contract(blocks, dw[:, 0], w[:, 1], w[:, 2]),
@@ -260,9 +269,7 @@ def _read_kernel_jvp(mesh_shape, order, primals, tangents):
         ],
         axis=-1,
     )  # (P, C, 3), contracted with dpos by one dot_general (so is its transpose)
-    dout = _contract(dblocks, w[:, 0], w[:, 1], w[:, 2]) + jnp.einsum(
-        "pca,pa->pc", jac, jnp.asarray(dpos, dtype)
-    )
+    dout = dfield_part + jnp.einsum("pca,pa->pc", jac, jnp.asarray(dpos, dtype))
     shape = (flat_pos.shape[0], *channels)
     return out.reshape(shape), dout.reshape(shape)
 
