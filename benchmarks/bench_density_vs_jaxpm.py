@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -34,12 +33,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _jaxpm_peer import SHARED, peer_env, peer_python
 
 import jpm_core as jc
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "peers"
-PEER_VENV = ROOT / ".peers" / "jaxpm"
 BOX = 256.0
 # jax_cosmo 0.1.x `Planck15` (jax_cosmo/parameters.py), Omega_c and sigma8 overridden by the peer
 # script's defaults; flat, w0 = -1, wa = 0 as in jpm-core's defaults
@@ -62,22 +59,6 @@ print(json.dumps({"a": a.tolist(), "D1": growth_factor(cosmo, a).tolist(),
 
 def cosmology(omega_c: float, sigma8: float) -> jc.Cosmology:
     return jc.Cosmology(Omega_c=omega_c, sigma8=sigma8, **PLANCK15)
-
-
-def peer_python() -> Path | None:
-    python = PEER_VENV / "bin" / "python"
-    if not python.exists():
-        setup = SHARED / "setup_jaxpm.sh"
-        if not setup.exists():
-            return None
-        subprocess.run(["bash", str(setup), str(PEER_VENV)], check=True)
-    return python
-
-
-def peer_env() -> dict:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
-    return env
 
 
 def run_peer(python: Path, ic: Path, out: Path, args, steps: int) -> np.ndarray:

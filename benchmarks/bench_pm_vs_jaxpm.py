@@ -24,22 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _jaxpm_peer import SHARED, peer_env, peer_python
 
 import jpm_core as jc
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "peers"
-PEER_VENV = ROOT / ".peers" / "jaxpm"
 
 
 def cosmology(omega_c, sigma8):
@@ -144,14 +139,10 @@ def reversibility(mesh: int, steps: int, x64: bool, a_init: float = 0.1) -> dict
 
 
 def peer(mesh: int, steps: int, mode: str, repeat: int) -> dict | None:
-    python = PEER_VENV / "bin" / "python"
-    if not python.exists():
-        setup = SHARED / "setup_jaxpm.sh"
-        if not setup.exists():
-            return None
-        subprocess.run(["bash", str(setup), str(PEER_VENV)], check=True)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
+    python = peer_python()
+    if python is None:
+        return None
+    env = peer_env()
     out = subprocess.run(
         [str(python), str(SHARED / "jaxpm_bench.py"), "--mesh", str(mesh), "--steps", str(steps),
          "--mode", mode, "--repeat", str(repeat)],

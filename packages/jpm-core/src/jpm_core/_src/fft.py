@@ -33,13 +33,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import Array
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 from jax.typing import ArrayLike
 
 from jpm_core._src.domain import Domain
-from jpm_core._src.rfft_dist import pirfft3d, prfft3d
+from jpm_core._src.rfft_dist import pirfft3d, prfft3d, real_sharding
 
 __all__ = ["fft", "ifft", "wavenumbers", "wavevectors"]
 
@@ -63,8 +62,7 @@ def _pencil_sharding(domain: Domain) -> NamedSharding:
             f"device_grid={domain.device_grid!r} needs {px * py} devices, "
             f"but only {len(devices)} are visible"
         )
-    grid = np.asarray(devices[: px * py], dtype=object).reshape(px, py)
-    return NamedSharding(Mesh(grid, ("x", "y")), PartitionSpec("x", "y"))
+    return real_sharding(domain.device_grid)  # one (px, py) device mesh for FFTs, fields and halos
 
 
 def _check_shape(name: str, array: Array, expected: tuple[int, ...]) -> None:

@@ -14,8 +14,6 @@ be uniform, as it should.)
 
 from __future__ import annotations
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -23,7 +21,7 @@ from flax import nnx
 from ._checks import check_matrix
 from .gnn import EGNN, EGNNOutput, Neighbourhood
 from .ode import probability_flow_sample, reverse_sde_sample, sigma_schedule
-from .score import _check_sigma_range
+from .score import _check_sigma_range, _mlp_head
 from .so3 import sample_uniform
 
 _TRIU = (jnp.array([0, 0, 0, 1, 1, 2]), jnp.array([0, 1, 2, 1, 2, 2]))
@@ -60,14 +58,7 @@ class ConditionalScoreNet(nnx.Module):
         self.gnn = gnn
         self.num_fourier = num_fourier
         in_dim = 1 + 2 * num_fourier + gnn.num_scalars + 3 * gnn.num_vectors + 6 * gnn.num_tensors
-        dims = [in_dim] + [hidden] * depth
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(dims)])
-        self.out = nnx.Linear(
-            hidden,
-            3,
-            kernel_init=nnx.initializers.variance_scaling(0.1, "fan_in", "normal"),
-            rngs=rngs,
-        )
+        self.layers, self.out = _mlp_head(in_dim, hidden, depth, rngs)
 
     def embed(self, context: Neighbourhood) -> EGNNOutput:
         """The `EGNN` embedding of the neighbourhoods (compute it once to sample many rotations)."""

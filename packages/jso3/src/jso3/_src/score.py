@@ -46,6 +46,20 @@ def _check_sigma_range(sigma_min, sigma_max) -> None:
         raise ValueError(f"need sigma_min < sigma_max, got {sigma_min!r} and {sigma_max!r}.")
 
 
+def _mlp_head(in_dim: int, hidden: int, depth: int, rngs: nnx.Rngs):
+    """`depth` hidden `Linear` layers of width `hidden` and a small-initialised 3-vector output
+    (the tangent score), shared by `ScoreNet` and `ConditionalScoreNet`."""
+    dims = [in_dim] + [hidden] * depth
+    layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(dims)])
+    out = nnx.Linear(
+        hidden,
+        3,
+        kernel_init=nnx.initializers.variance_scaling(0.1, "fan_in", "normal"),
+        rngs=rngs,
+    )
+    return layers, out
+
+
 class ScoreNet(nnx.Module):
     """MLP score model `s(R, sigma[, context])` on SO(3), returning world-frame tangent vectors.
 
@@ -79,14 +93,8 @@ class ScoreNet(nnx.Module):
             )
         self.context_dim = context_dim
         self.num_fourier = num_fourier
-        in_dim = 9 + 1 + 2 * num_fourier + context_dim
-        dims = [in_dim] + [hidden] * depth
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(dims)])
-        self.out = nnx.Linear(
-            hidden,
-            3,
-            kernel_init=nnx.initializers.variance_scaling(0.1, "fan_in", "normal"),
-            rngs=rngs,
+        self.layers, self.out = _mlp_head(
+            9 + 1 + 2 * num_fourier + context_dim, hidden, depth, rngs
         )
 
     def __call__(self, R, sigma, context=None):
