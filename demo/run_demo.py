@@ -150,10 +150,14 @@ def reconstruct(args: argparse.Namespace, cosmo, domain, delta_lin, key) -> dict
     prior_std = float(np.sqrt(np.mean(projected_prior_power(cosmo, domain))))
     t0 = time.perf_counter()
     samples, info = jscore.annealed_posterior_sample(
-        prior.score, op.forward, op.adjoint, noise, y, k_chains,
-        num_chains=args.chains, num_steps=args.hmc_steps,
-        sigma_init=2.0 * prior_std, sigma_min=0.05 * sigma_n,
-        step_size=0.2 * prior_std, num_ode_steps=16,
+        k_chains, prior.score, op.forward, op.adjoint, noise, y,
+        num_chains=args.chains,
+        annealing=jscore.AnnealingConfig(
+            sigma_init=float(2.0 * prior_std), sigma_min=float(0.05 * sigma_n),
+            num_steps=args.hmc_steps,
+        ),
+        hmc=jscore.HMCConfig(step_size=float(0.2 * prior_std)),
+        ode=jscore.ODEConfig(num_steps=16),
     )  # fmt: skip
     samples = jax.block_until_ready(samples)
     log(f"jscore: {args.chains} annealed HMC chains in {time.perf_counter() - t0:.1f} s")

@@ -136,14 +136,14 @@ def _run(seed, n_galaxies, num_steps, num_sample_steps, sampler="ode"):
         num_input_tensors=2, center_features=1, length_scale=2.0, rngs=nnx.Rngs(seed),
     )  # fmt: skip
     model = jso3.ConditionalScoreNet(gnn, hidden=128, depth=3, rngs=nnx.Rngs(seed + 1))
-    model, losses = jso3.train_dsm(
-        model, jax.random.key(seed + 2), R[:n_train], context=train, sigma_min=0.05,
+    model, history = jso3.train_dsm(
+        jax.random.key(seed + 2), model, R[:n_train], context=train, sigma_min=0.05,
         sigma_max=3.0, num_steps=num_steps, batch_size=128, learning_rate=2e-3,
         steps_per_call=num_steps // 2, progress=False,
     )  # fmt: skip
     samples = jax.jit(
         lambda key: jso3.sample_conditional(
-            model, key, test, sigma_min=0.05, num_steps=num_sample_steps, sampler=sampler
+            key, model, test, sigma_min=0.05, num_steps=num_sample_steps, sampler=sampler
         )
     )(jax.random.key(seed + 3))
     # truth: the construction's expectation on the held-out galaxies (20 noise draws each)
@@ -158,10 +158,10 @@ def _run(seed, n_galaxies, num_steps, num_sample_steps, sampler="ode"):
     held_out_data = _alignment(R[n_train:], major[n_train:])
     print(
         f"alignment: truth {truth:.4f}, held-out data {held_out_data:.4f}, model {learned:.4f}, "
-        f"shuffled contexts {shuffled:.4f}; loss {losses[:20].mean():.3f} -> "
-        f"{losses[-20:].mean():.3f}; {time.perf_counter() - start:.1f} s"
+        f"shuffled contexts {shuffled:.4f}; loss {history['loss'][:20].mean():.3f} -> "
+        f"{history['loss'][-20:].mean():.3f}; {time.perf_counter() - start:.1f} s"
     )
-    return truth, learned, shuffled, losses
+    return truth, learned, shuffled, history["loss"]
 
 
 def test_conditional_model_recovers_tidal_alignment():

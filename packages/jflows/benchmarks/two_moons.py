@@ -77,12 +77,12 @@ def _fit_smooth(args, seed, theta, x, score, weight, key):
     epochs = max(1, args.steps // (n // batch))
     schedule = optax.cosine_decay_schedule(args.learning_rate, epochs * (n // batch))
     trained, _ = jflows.fit(
+        key,
         flow,
         theta,
         x,
         score if weight > 0 else None,
-        key=key,
-        score_weight=weight,
+        score_weight=weight if weight > 0 else None,
         learning_rate=schedule,
         batch_size=batch,
         max_epochs=epochs,
@@ -182,7 +182,7 @@ def run(args, budget, weight, seed):
         "budget": budget,
         "score_weight": weight,
         "seed": seed,
-        "c2st": round(float(jflows.c2st(p, q, key=k_c2st)), 4),
+        "c2st": round(jflows.c2st(k_c2st, p, q).accuracy, 4),
         "fit_seconds": round(fit_s, 1),
     }
 

@@ -37,7 +37,7 @@ def gaussian_model():
 @pytest.mark.x64
 def test_score_equals_the_analytic_gaussian_score():
     theta, x, score = simulate_with_score(
-        gaussian_model, jax.random.key(0), 200, theta_sites=("a", "b"), x_site="x"
+        jax.random.key(0), gaussian_model, 200, theta_sites=("a", "b"), x_site="x"
     )
     assert theta.shape == score.shape == (200, 3)
     assert x.shape == (200, 2)
@@ -49,7 +49,7 @@ def test_score_equals_the_analytic_gaussian_score():
     assert np.all(np.abs(theta.mean(0) - MU0) < 4 * S0 / np.sqrt(200))
     # site order is respected: ("b", "a") puts the scalar last
     theta_ba, _, score_ba = simulate_with_score(
-        gaussian_model, jax.random.key(0), 200, theta_sites=("b", "a"), x_site="x"
+        jax.random.key(0), gaussian_model, 200, theta_sites=("b", "a"), x_site="x"
     )
     np.testing.assert_array_equal(np.asarray(theta_ba), theta[:, [1, 2, 0]])
     np.testing.assert_allclose(np.asarray(score_ba), expected[:, [1, 2, 0]], rtol=1e-10, atol=1e-10)
@@ -70,7 +70,7 @@ def test_latents_are_held_at_their_simulated_values():
     # simulator's law (z - theta ~ N(0, tau^2), x - z ~ N(0, sig^2)); had z been resampled or
     # marginalised, these would fail
     theta, x, score = simulate_with_score(
-        latent_model, jax.random.key(1), 4000, theta_sites=["theta"], x_site="x"
+        jax.random.key(1), latent_model, 4000, theta_sites=["theta"], x_site="x"
     )
     theta, x, score = (np.asarray(a)[:, 0] for a in (theta, x, score))
     z = theta + TAU**2 * (score + theta)
@@ -82,13 +82,13 @@ def test_latents_are_held_at_their_simulated_values():
 
 def test_bad_sites_raise():
     with pytest.raises(ValueError, match="'c' is not an unobserved sample site"):
-        simulate_with_score(gaussian_model, jax.random.key(0), 2, theta_sites=("c",), x_site="x")
+        simulate_with_score(jax.random.key(0), gaussian_model, 2, theta_sites=("c",), x_site="x")
     with pytest.raises(ValueError, match="also one of theta_sites"):
-        simulate_with_score(gaussian_model, jax.random.key(0), 2, theta_sites=("x",), x_site="x")
+        simulate_with_score(jax.random.key(0), gaussian_model, 2, theta_sites=("x",), x_site="x")
     with pytest.raises(TypeError, match="sequence of site names"):
-        simulate_with_score(gaussian_model, jax.random.key(0), 2, theta_sites="a", x_site="x")
+        simulate_with_score(jax.random.key(0), gaussian_model, 2, theta_sites="a", x_site="x")
     with pytest.raises(ValueError, match="n must be a positive int"):
-        simulate_with_score(gaussian_model, jax.random.key(0), 0, theta_sites=("a",), x_site="x")
+        simulate_with_score(jax.random.key(0), gaussian_model, 0, theta_sites=("a",), x_site="x")
     with pytest.raises(ValueError, match="times must be increasing"):
         lotka_volterra_simulate(jax.random.key(0), 2, times=(2.0, 1.0))
 
@@ -164,19 +164,19 @@ def test_short_npe_fit_on_lotka_volterra(lv_sims):
         4, 20, rngs=nnx.Rngs(0), hidden=(32,), num_layers=2, loc_scale=standardisation(log_theta)
     )
     trained, hist = fit_npe(
+        jax.random.key(0),
         flow,
         log_theta,
         log_x,
         log_score,
-        key=jax.random.key(0),
         score_weight=1e-3,
         max_epochs=15,
         batch_size=16,
         validation_fraction=0.25,
         progress=False,
     )
-    assert np.all(np.isfinite(hist["train_loss"]))
-    assert hist["train_loss"][-1] < hist["train_loss"][0]
+    assert np.all(np.isfinite(hist["loss"]))
+    assert hist["loss"][-1] < hist["loss"][0]
     samples = trained.sample(jax.random.key(1), log_x[0], n=8)
     assert samples.shape == (8, 4)
     assert np.all(np.isfinite(np.asarray(samples)))

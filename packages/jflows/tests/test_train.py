@@ -3,10 +3,21 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
-from jflows import ConditionalFlow, fit, fit_nle, fit_npe, held_out_nll, load, save, standardisation
+from jflows import (
+    ConditionalFlow,
+    fit,
+    fit_nle,
+    fit_npe,
+    held_out_nll,
+    load_checkpoint,
+    save_checkpoint,
+    standardisation,
+    train,
+)
 
 # theta ~ N(0, I), latent z | theta ~ N(theta, TAU^2 I), x | z ~ N(A z, SIG^2 I). The joint score
 # grad_theta log p(theta, z | x) = -theta + (z - theta) / TAU^2 is unbiased for the posterior score.
@@ -44,10 +55,10 @@ def test_fit_learns_the_linear_gaussian_posterior():
     flow = _flow(theta)
     nll_before = float(held_out_nll(flow, theta_te, x_te))
     trained, _ = fit_npe(
+        jax.random.key(0),
         flow,
         theta,
         x,
-        key=jax.random.key(0),
         max_epochs=60,
         batch_size=64,
         progress=False,
@@ -76,9 +87,11 @@ def _tiny(theta, seed=0):
 
 def test_early_stopping_restores_the_best_epoch():
     theta, x, score = _simulate(2, 60)
-    kwargs = {"key": jax.random.key(3), "max_epochs": 300, "patience": 5, "learning_rate": 3e-2}
+    kwargs = {"max_epochs": 300, "patience": 5, "learning_rate": 3e-2}
     kwargs |= {"batch_size": 16, "validation_fraction": 0.3, "progress": False}
-    trained, hist = fit(_tiny(theta), theta, x, score, score_weight=0.05, **kwargs)
+    trained, hist = fit(
+        jax.random.key(3), _tiny(theta), theta, x, score, score_weight=0.05, **kwargs
+    )
     val = np.asarray(hist["val_loss"])
     assert hist["epochs"] < 300  # stopped early (60 sims, lr 3e-2: it overfits fast)
     assert hist["best_epoch"] == int(np.argmin(val))
@@ -90,8 +103,10 @@ def test_early_stopping_restores_the_best_epoch():
     loss = nll + 0.05 * float(jnp.mean(jnp.sum(res**2, axis=-1)))
     assert loss == pytest.approx(val[hist["best_epoch"]], rel=1e-4)
     assert loss < val[-1]
-    again, hist2 = fit(_tiny(theta), theta, x, score, score_weight=0.05, **kwargs)
-    assert hist2["train_loss"] == hist["train_loss"]
+    again, hist2 = fit(
+        jax.random.key(3), _tiny(theta), theta, x, score, score_weight=0.05, **kwargs
+    )
+    np.testing.assert_array_equal(hist2["loss"], hist["loss"])
     for a, b in zip(
         jax.tree.leaves(nnx.state(again)), jax.tree.leaves(nnx.state(trained)), strict=True
     ):
@@ -102,14 +117,12 @@ def test_fit_nle_swaps_the_roles_and_fit_is_reproducible():
     theta, x, _ = _simulate(4, 40)
     flow = _tiny(x)  # q(x | theta): dim = x's, context = theta's
     runs = [
-        fit_nle(
-            flow, theta, x, key=jax.random.key(0), max_epochs=5, learning_rate=1e-2, progress=False
-        )
+        fit_nle(jax.random.key(0), flow, theta, x, max_epochs=5, learning_rate=1e-2, progress=False)
         for _ in "ab"
     ]
     (trained, hist), (again, hist2) = runs
     assert hist["epochs"] == 5
-    assert hist2["train_loss"] == hist["train_loss"]
+    np.testing.assert_array_equal(hist2["loss"], hist["loss"])
     assert float(held_out_nll(trained, x, theta)) < float(held_out_nll(flow, x, theta))
     for a, b in zip(
         jax.tree.leaves(nnx.state(again)), jax.tree.leaves(nnx.state(trained)), strict=True
@@ -122,17 +135,17 @@ def test_fit_input_checks():
     flow = _tiny(theta)
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="rows"):
-        fit(flow, theta, x[:9], key=key)
+        fit(key, flow, theta, x[:9])
     with pytest.raises(ValueError, match="score"):
-        fit(flow, theta, x, score[:, :1], key=key)
+        fit(key, flow, theta, x, score[:, :1])
     with pytest.raises(ValueError, match="theta"):
-        fit(flow, theta[:, :1], x, key=key)
+        fit(key, flow, theta[:, :1], x)
     with pytest.raises(ValueError, match="too few"):
-        fit(flow, theta[:1], x[:1], key=key)
+        fit(key, flow, theta[:1], x[:1])
     with pytest.raises(ValueError, match="validation_fraction"):
-        fit(flow, theta, x, key=key, validation_fraction=1.0)
+        fit(key, flow, theta, x, validation_fraction=1.0)
     with pytest.raises(ValueError, match="context"):
-        fit(flow, theta, None, key=key)
+        fit(key, flow, theta, None)
     with pytest.raises(ValueError, match="shape"):
         held_out_nll(flow, theta[0], x[0])
 
@@ -141,9 +154,11 @@ def test_save_load_is_bit_for_bit(tmp_path):
     theta, x, _ = _simulate(6, 30)
     flow = _flow(theta, 1, init_scale=1.0)
     path = tmp_path / "flow.msgpack"
-    save(path, flow)
+    save_checkpoint(path, flow)
     assert [p.name for p in tmp_path.iterdir()] == ["flow.msgpack"]  # no temporary file left
-    restored = load(path, _flow(theta, 2, init_scale=1.0))  # a differently initialised template
+    restored = load_checkpoint(
+        path, _flow(theta, 2, init_scale=1.0)
+    )  # a differently initialised template
     a, b = nnx.state(flow), nnx.state(restored)
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
@@ -151,7 +166,7 @@ def test_save_load_is_bit_for_bit(tmp_path):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
     np.testing.assert_array_equal(flow.log_prob(theta, x), restored.log_prob(theta, x))
     with pytest.raises(ValueError, match="template"):
-        load(path, _flow(theta, 0, hidden=(8,), num_layers=2))
+        load_checkpoint(path, _flow(theta, 0, hidden=(8,), num_layers=2))
 
 
 @pytest.mark.slow
@@ -164,12 +179,12 @@ def test_score_term_helps_with_few_simulations():
         theta, x, score = _simulate(10 + seed, 50)
         for w in excess:
             trained, _ = fit(
+                jax.random.key(seed),
                 _flow(theta, seed),
                 theta,
                 x,
                 score,
                 score_weight=w,
-                key=jax.random.key(seed),
                 batch_size=32,
                 max_epochs=500,
                 patience=30,
@@ -180,3 +195,141 @@ def test_score_term_helps_with_few_simulations():
     mean = {w: float(np.mean(v)) for w, v in excess.items()}
     print("excess NLL over exact (nats), n=50:", mean, excess)
     assert mean[0.1] < mean[0.0]
+
+
+def _leaves(model):
+    return [np.array(a) for a in jax.tree.leaves(nnx.state(model))]
+
+
+def test_bad_inputs_are_errors_before_training():
+    theta, x, score = _simulate(7, 20)
+    flow = _tiny(theta)
+    key = jax.random.key(0)
+    for name, bad in (("theta", theta), ("x", x), ("score", score)):
+        for value in (np.nan, np.inf):
+            arrays = {"theta": theta, "x": x, "score": score}
+            arrays[name] = bad.at[3, 1].set(value)
+            with pytest.raises(ValueError, match=f"{name} has 1 rows with NaN or inf.*row 3"):
+                fit(key, flow, arrays["theta"], arrays["x"], arrays["score"], score_weight=0.1)
+    boxed = ConditionalFlow(2, 2, rngs=nnx.Rngs(0), box=(-3.0, 3.0), hidden=(8,), num_layers=1)
+    with pytest.raises(ValueError, match="1 rows outside the flow's box"):
+        fit(key, boxed, theta.at[5, 0].set(3.5), x)
+    for kwargs, match in (
+        ({"learning_rate": float("nan")}, "learning_rate must be a finite number"),
+        ({"learning_rate": -1.0}, "learning_rate must be > 0"),
+        ({"validation_fraction": float("nan")}, "validation_fraction"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"patience": 1.5}, "patience"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            fit(key, flow, theta, x, **kwargs)
+    with pytest.raises(ValueError, match="score_weight must be a finite number"):
+        fit(key, flow, theta, x, score, score_weight=float("nan"))
+    # the score is never dropped silently: a score needs a weight, a weight needs a score
+    with pytest.raises(ValueError, match="a score was passed without a score_weight"):
+        fit_npe(key, flow, theta, x, score)
+    with pytest.raises(ValueError, match="without a score"):
+        fit(key, flow, theta, x, score_weight=0.1)
+
+
+def test_a_non_finite_loss_stops_with_the_epoch_and_step():
+    theta, x, _ = _simulate(8, 40)
+    flow = _tiny(theta)
+
+    # a loss that turns non-finite once the parameters have moved (a diverging run)
+    def loss_fn(model, batch):
+        nll = -jnp.mean(model.log_prob(batch[0], batch[1]))
+        moved = jnp.sum(jnp.abs(model.layers[0].conditioner.out.bias[...]))
+        return jnp.where(moved > 0.05, jnp.nan, nll)
+
+    with pytest.raises(RuntimeError, match=r"training loss is nan at epoch \d+, step \d+ of 2"):
+        train(jax.random.key(0), flow, loss_fn, (theta, x), learning_rate=1e-2, batch_size=16,
+              validation_fraction=0.0, max_epochs=50, progress=False)  # fmt: skip
+
+
+def test_fit_is_pure_and_history_is_numpy():
+    theta, x, score = _simulate(9, 40)
+    flow = _tiny(theta)
+    before = _leaves(flow)
+    trained, hist = fit(jax.random.key(1), flow, theta, x, score, score_weight=0.1,
+                        max_epochs=3, batch_size=8, progress=False)  # fmt: skip
+    for u, v in zip(before, _leaves(flow), strict=True):
+        np.testing.assert_array_equal(u, v)
+    assert any(not np.array_equal(u, v) for u, v in zip(before, _leaves(trained), strict=True))
+    assert set(hist) >= {"loss", "val_loss", "best_epoch", "epochs", "val_indices"}
+    assert all(isinstance(v, np.ndarray) for v in hist.values())
+    assert hist["loss"].shape == (3,)
+
+
+def test_progress_bar_shows_the_loss(capsys):
+    theta, x, _ = _simulate(10, 20)
+    fit(jax.random.key(0), _tiny(theta), theta, x, max_epochs=2, batch_size=8, progress=True)
+    err = capsys.readouterr().err
+    assert "jflows.train" in err
+    assert "loss" in err
+    assert "2/2" in err
+
+
+def test_train_accepts_any_model_and_loss():
+    # least squares y = X w: the trainer must reach the normal-equations solution
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.normal(size=(200, 3)), jnp.float32)
+    w_true = jnp.asarray([1.0, -2.0, 0.5], jnp.float32)
+    y = X @ w_true + 0.01 * jnp.asarray(rng.normal(size=200), jnp.float32)
+    model = nnx.Linear(3, 1, use_bias=False, rngs=nnx.Rngs(0))
+
+    def loss_fn(model, batch):
+        return jnp.mean((model(batch["X"])[:, 0] - batch["y"]) ** 2)
+
+    schedule = optax.cosine_decay_schedule(3e-2, 300 * 4)  # 4 steps of 50 rows per epoch
+    trained, hist = train(jax.random.key(0), model, loss_fn, {"X": X, "y": y}, learning_rate=schedule,
+                          batch_size=50, max_epochs=300, validation_fraction=0.0, progress=False)  # fmt: skip
+    w_ls = np.linalg.lstsq(np.asarray(X), np.asarray(y), rcond=None)[0]
+    np.testing.assert_allclose(np.asarray(trained.kernel[...])[:, 0], w_ls, atol=1e-3)
+    assert hist["loss"].size == hist["epochs"] == 300
+    assert hist["val_loss"].size == 0
+
+
+def test_checkpoint_resumes_bit_for_bit(tmp_path, monkeypatch):
+    import jflows._src.train as train_module
+
+    theta, x, score = _simulate(11, 48)
+    kwargs = {"score_weight": 0.05, "max_epochs": 8, "batch_size": 8, "progress": False}
+    kwargs |= {"validation_fraction": 0.25, "patience": 50}
+    ref, ref_hist = fit(jax.random.key(2), _tiny(theta), theta, x, score, **kwargs)
+
+    path = tmp_path / "run.msgpack"
+    real_write, calls = train_module.write_checkpoint, []
+
+    def killed_after_three(*args, **kw):  # the process dies right after the third write
+        real_write(*args, **kw)
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "write_checkpoint", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        fit(jax.random.key(2), _tiny(theta), theta, x, score, checkpoint=path, **kwargs)
+    monkeypatch.undo()
+    resumed, hist = fit(jax.random.key(2), _tiny(theta), theta, x, score, checkpoint=path, **kwargs)
+    for u, v in zip(_leaves(ref), _leaves(resumed), strict=True):
+        np.testing.assert_array_equal(u, v)
+    for k in ("loss", "val_loss", "best_epoch", "epochs"):
+        np.testing.assert_array_equal(hist[k], ref_hist[k])
+    # a finished run's file returns the result without training again
+    again, _ = fit(jax.random.key(2), _tiny(theta), theta, x, score, checkpoint=path, **kwargs)
+    for u, v in zip(_leaves(ref), _leaves(again), strict=True):
+        np.testing.assert_array_equal(u, v)
+    # another run (another key) refuses the file
+    with pytest.raises(ValueError, match="another run"):
+        fit(jax.random.key(3), _tiny(theta), theta, x, score, checkpoint=path, **kwargs)
+    assert [p.name for p in tmp_path.iterdir()] == ["run.msgpack"]
+
+
+def test_a_flow_with_nan_parameters_samples_nan():
+    flow = ConditionalFlow(2, 0, rngs=nnx.Rngs(0), box=(-1.0, 1.0), hidden=(8,), num_layers=2)
+    flow.layers[0].conditioner.out.bias[...] = jnp.full_like(
+        flow.layers[0].conditioner.out.bias[...], jnp.nan
+    )
+    s = np.asarray(flow.sample(jax.random.key(0), None, n=16))
+    assert np.all(np.isnan(s)), s

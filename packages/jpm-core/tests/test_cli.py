@@ -3,6 +3,7 @@
 import contextlib
 import csv
 import io
+import re
 import subprocess
 import sys
 
@@ -34,12 +35,16 @@ def test_run_writes_its_files(run):
     code, out, stdout, stderr = run
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
         "power_spectrum.csv",
         "power_spectrum.png",
         "snapshots.npz",
     ]
     assert (out / "power_spectrum.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "nbody: step 4/4" in stderr
+    # a status line before the first call says compilation is coming, one after times it
+    assert "jpm-simulate: compiling and running 16^3 particles" in stderr
+    assert stderr.index("compiling and running") < stderr.index("4/4")  # nbody's progress bar
+    assert re.search(r"simulation done in [\d.]+ s: [\d.]+ s XLA compilation", stderr)
     summary = stdout.strip().splitlines()[-1]
     assert summary.startswith("jpm-simulate: 16^3 particles")
     assert "snapshots.npz" in summary
@@ -107,9 +112,9 @@ def test_a_finer_force_mesh_run_equals_a_direct_run(tmp_path, capsys):
     cosmo = jpm.Cosmology(Omega_c=0.25, sigma8=0.9)
     delta = jpm.linear_field(jax.random.key(SEED), particles, lambda k: jpm.linear_power(cosmo, k))
     state = jpm.rescale_state(jpm.lpt(cosmo, delta, particles, A_INIT, order=2), particles, mesh)
-    kernels = {"kernel": "finite_difference", "laplace": "finite_difference"}
+    forces = jpm.ForceConfig(kernel="finite_difference", laplace="finite_difference")
     steps = [0.1, 0.3, 0.5, 0.75, 1.0]
-    direct = jpm.nbody(cosmo, state, mesh, SNAPSHOTS, steps=steps, **kernels).snapshots
+    direct = jpm.nbody(cosmo, state, mesh, SNAPSHOTS, steps=steps, forces=forces).snapshots
     direct = jpm.rescale_state(direct, mesh, particles)
     np.testing.assert_allclose(loaded.snapshots.positions, direct.positions, rtol=0, atol=1e-5)
     np.testing.assert_allclose(loaded.snapshots.momenta, direct.momenta, rtol=0, atol=1e-5)
@@ -135,7 +140,11 @@ def test_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
     assert "matplotlib is not installed" in lines[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["power_spectrum.csv", "snapshots.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "manifest.json",
+        "power_spectrum.csv",
+        "snapshots.npz",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -143,6 +152,10 @@ def test_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch, capsys):
     [
         (["--box", "-5"], "--box must be positive"),
         (["--box", "0"], "got [0.0]"),
+        (["--box", "1e-3"], "--box must lie in [1, 100000] Mpc/h per side, got [0.001]"),
+        (["--box", "1e9"], "--box must lie in [1, 100000] Mpc/h per side, got [1000000000.0]"),
+        (["--box", "100", "100", "2e5"], "got [100.0, 100.0, 200000.0]"),
+        (["--format", "fits"], "invalid choice: 'fits'"),
         (["--mesh", "2"], "--mesh must be >= 4"),
         (["--mesh", "8", "8"], "--mesh takes 1 or 3 ints"),
         (["--snapshots", "0.5", "0.4"], "got 0.4 after 0.5"),

@@ -37,6 +37,9 @@ EDS = Cosmology(Omega_c=0.95, Omega_b=0.05)  # Omega_m = 1: Einstein-de Sitter
 A = np.array([1e-7, 1e-3, 0.05, 0.3, 0.6, 0.95, 1.0, 1.3])
 
 
+A_MAX = math.exp(0.5)  # the end of the growth and distance tables (ln a = 0.5)
+
+
 def _array_cosmology(cosmo, dtype=jnp.float64):
     return jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), cosmo)
 
@@ -89,6 +92,8 @@ def test_planck18_defaults():
         ({"h": float("nan")}, r"h must be finite, got nan"),
         ({"n_s": float("inf")}, r"n_s must be finite, got inf"),
         ({"sigma8": np.array([0.8, -0.1])}, r"sigma8 must be > 0, got \[ 0\.8 -0\.1\]"),
+        # w0 + wa < 0 but dark energy not negligible where the growth tables start (a = 6.1e-6)
+        ({"w0": -0.3}, r"w0 \+ wa is too large: rho_de / rho_m must be <= 1e-06.*got -0\.3"),
     ],
 )
 def test_check_cosmology_rejects_unphysical_values(changes, match):
@@ -134,9 +139,152 @@ def test_public_functions_validate_eagerly():
 def test_validation_is_a_no_op_on_tracers():
     bad = dataclasses.replace(LCDM, h=-0.7)
     assert float(jax.jit(lambda c: check_cosmology(c).h)(bad)) == pytest.approx(-0.7)
-    # Inside jit the public functions do not raise either (garbage in, garbage out, no error).
-    jax.jit(growth_factor)(dataclasses.replace(LCDM, Omega_c=-0.2), 0.5)
+    # Inside jit the public functions do not raise: they return NaN (tested below).
+    assert np.isnan(jax.jit(growth_factor)(dataclasses.replace(LCDM, Omega_c=-0.2), 0.5))
     assert float(jax.grad(lambda h: check_cosmology(dataclasses.replace(LCDM, h=h)).h)(0.7)) == 1.0
+
+
+def test_valid_range_edges_are_accepted():
+    # Omega_m = 1 exactly (float32 rounding of 0.95 + 0.05 included), the end of the tables,
+    # and P(k = 0) = 0 are in the valid range, eagerly and traced.
+    assert np.isfinite(jax.jit(growth_factor)(EDS, A_MAX))
+    assert np.isfinite(growth_factor(EDS, A_MAX))
+    assert float(jax.jit(linear_power)(LCDM, 0.0)) == 0.0
+    assert np.isfinite(jax.jit(comoving_distance)(LCDM, 1e-9))
+
+
+_OUT_OF_RANGE = [
+    (growth_factor, -0.5),
+    (growth_factor, 0.0),
+    (growth_factor, 10.0),  # D1(10) = 6.7 before: a polynomial extrapolation of the table
+    (growth_rate, 2.0),
+    (growth_factor_second, -1.0),
+    (growth_rate_second, float("nan")),
+    (comoving_distance, 1.7),
+    (efunc, -1.0),
+    (efunc, 0.0),
+]
+
+
+@pytest.mark.parametrize(("function", "a"), _OUT_OF_RANGE)
+def test_scale_factor_out_of_range_raises_eagerly(function, a):
+    with pytest.raises(
+        ValueError, match=rf"{function.__name__}: the scale factor a must be finite"
+    ):
+        function(LCDM, a)
+    # an array: the message lists the offending values only
+    with pytest.raises(ValueError, match=r"got \[") as info:
+        function(LCDM, np.array([0.25, a]))
+    assert "0.25" not in str(info.value).split("got")[-1]
+
+
+def test_other_arguments_out_of_range_raise_eagerly():
+    with pytest.raises(ValueError, match=r"linear_power: k must be finite and >= 0, got -0\.1"):
+        linear_power(LCDM, -0.1)
+    with pytest.raises(ValueError, match=r"linear_power: k must be finite and >= 0, got \[inf\]"):
+        linear_power(LCDM, np.array([0.1, np.inf]))
+    with pytest.raises(ValueError, match=r"linear_power: the scale factor a must be finite"):
+        linear_power(LCDM, 0.1, a=-0.5)
+    with pytest.raises(ValueError, match=r"sigma_r: r must be finite and > 0, got 0\.0"):
+        sigma_r(LCDM, 0.0)
+    with pytest.raises(ValueError, match=r"sigma_r: the scale factor a must be finite"):
+        sigma_r(LCDM, 8.0, a=3.0)
+    with pytest.raises(ValueError, match=r"scale_factor_of_chi: chi must be finite and >= "):
+        scale_factor_of_chi(LCDM, -5000.0)  # beyond a = A_MAX in the future
+    with pytest.raises(ValueError, match=r"scale_factor_of_chi: chi must be finite.*got nan"):
+        scale_factor_of_chi(LCDM, float("nan"))
+
+
+# Invalid cosmologies as a sampler may propose them, traced inside jit. Before, the first gave
+# exactly the sigma8 > 0 answer, the second finite values and gradients, the others finite values
+# (a homogeneous field) with NaN gradients.
+_INVALID = {
+    "sigma8<0": {"sigma8": -0.8},
+    "Omega_m>1": {"Omega_c": 0.99},
+    "n_s=nan": {"n_s": float("nan")},
+    "h<0": {"h": -0.7},
+    "h=0": {"h": 0.0},
+    "Omega_b<0": {"Omega_b": -0.01},
+    "Omega_c=0": {"Omega_c": 0.0},
+    "early_dark_energy": {"w0": -0.3},
+}
+
+_TRACED_FUNCTIONS = {
+    "P(k)": lambda c: linear_power(c, jnp.array([0.0, 0.05, 0.1])),
+    "P_nowiggles(k,a)": lambda c: linear_power(
+        c, jnp.array([0.05, 0.1]), 0.5, transfer="eisenstein_hu_nowiggles"
+    ),
+    "sigma_r": lambda c: sigma_r(c, jnp.array([8.0])),
+    "D1": lambda c: growth_factor(c, jnp.array([0.1, 1.0])),
+    "f1": lambda c: growth_rate(c, jnp.array([0.5])),
+    "D2": lambda c: growth_factor_second(c, jnp.array([0.5])),
+    "f2": lambda c: growth_rate_second(c, jnp.array([0.5])),
+    "E": lambda c: efunc(c, jnp.array([0.5])),
+    "chi": lambda c: comoving_distance(c, jnp.array([0.5])),
+    "a(chi)": lambda c: scale_factor_of_chi(c, jnp.array([1000.0])),
+}
+
+
+def _all_nan(tree):
+    return all(bool(jnp.all(jnp.isnan(leaf))) for leaf in jax.tree.leaves(tree))
+
+
+@pytest.mark.x64
+@pytest.mark.parametrize("changes", list(_INVALID.values()), ids=list(_INVALID))
+def test_invalid_traced_cosmology_poisons_values_and_gradients(changes):
+    cosmo = _array_cosmology(dataclasses.replace(LCDM, **changes))
+    for name, function in _TRACED_FUNCTIONS.items():
+        loss = jax.jit(lambda c, function=function: jnp.sum(function(c) ** 2))
+        assert _all_nan(jax.jit(function)(cosmo)), name
+        assert _all_nan(jax.grad(loss)(cosmo)), name  # every parameter's derivative
+        _, tangent = jax.jvp(loss, (cosmo,), (jax.tree.map(jnp.ones_like, cosmo),))
+        assert _all_nan(tangent), name
+
+
+@pytest.mark.x64
+def test_missing_baryons_poison_the_wiggles_transfer_only():
+    cosmo = _array_cosmology(dataclasses.replace(LCDM, Omega_b=0.0))
+    assert _all_nan(jax.jit(linear_power)(cosmo, jnp.array([0.1])))
+    smooth = jax.jit(lambda c: linear_power(c, 0.1, transfer="eisenstein_hu_nowiggles"))
+    assert np.isfinite(smooth(cosmo))
+
+
+@pytest.mark.x64
+def test_traced_arguments_out_of_range_give_nan_values_and_gradients():
+    cosmo = _array_cosmology(LCDM)
+    cases = [(function, a) for function, a in _OUT_OF_RANGE] + [
+        (linear_power, -0.1),  # k < 0 (P = 0 before)
+        (lambda c, k: linear_power(c, 0.1, k), 5.0),  # a beyond the tables
+        (lambda c, r: sigma_r(c, r), -8.0),
+        (scale_factor_of_chi, -5000.0),
+    ]
+    for function, argument in cases:
+        value, grads = jax.jit(jax.value_and_grad(function, argnums=(0, 1)))(
+            cosmo, jnp.asarray(argument)
+        )
+        assert np.isnan(value), (function, argument)
+        assert _all_nan(grads), (function, argument)
+    # element by element: the valid scale factors of a batch keep their values
+    values = jax.jit(growth_factor)(cosmo, jnp.array([0.5, -1.0, 1.0, 10.0]))
+    np.testing.assert_array_equal(np.isnan(values), [False, True, False, True])
+    np.testing.assert_allclose(np.asarray(values)[[0, 2]], growth_factor(LCDM, np.array([0.5, 1.0])))
+
+
+@pytest.mark.x64
+def test_invalid_traced_cosmology_poisons_lpt():
+    import jpm_core as jc
+
+    domain = jc.Domain(4, 100.0)
+    delta = 0.1 * jax.random.normal(jax.random.key(0), domain.mesh_shape, jnp.float64)
+
+    def positions(cosmo):
+        return jnp.sum(jc.lpt(cosmo, delta, domain, 0.1).positions ** 2)
+
+    bad = _array_cosmology(dataclasses.replace(LCDM, sigma8=-0.8, Omega_c=0.99))
+    assert np.isnan(jax.jit(positions)(bad))
+    assert _all_nan(jax.jit(jax.grad(positions))(bad))
+    good = jax.jit(jax.grad(positions))(_array_cosmology(LCDM))
+    assert all(np.isfinite(leaf) for leaf in jax.tree.leaves(good))
 
 
 # ------------------------------------------------------------------------------------ analytic limits

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from jpm_core import Domain, lagrangian_grid, paint, read, stray_particles
 
 GRIDS = [(1, 8), (8, 1), (2, 4), (4, 2)]
 SCHEMES = ["cic", "tsc"]
+COSMO = jc.Cosmology()
 
 
 @pytest.fixture(autouse=True)
@@ -192,7 +194,7 @@ def test_gradient_through_distributed_nbody_matches_one_device(backend):
 def test_finer_force_mesh_than_particle_grid_matches_one_device(grid):
     # 16^3 particles (Lagrangian blocks sharded like the particle Domain) on a 32^3 force mesh.
     cosmo = jc.Cosmology.create()
-    kernels = {"kernel": "finite_difference", "laplace": "finite_difference"}
+    forces = jc.ForceConfig(kernel="finite_difference", laplace="finite_difference")
 
     def run(device_grid, halo):
         part = Domain(16, 256.0, device_grid=device_grid, halo=halo)
@@ -202,7 +204,7 @@ def test_finer_force_mesh_than_particle_grid_matches_one_device(grid):
         def f(key):
             delta = jc.linear_field(key, part, lambda k: jc.linear_power(cosmo, k, 1.0))
             state = jc.rescale_state(jc.lpt(cosmo, delta, part, 0.1, order=2), part, mesh)
-            x = jc.nbody(cosmo, state, mesh, [1.0], steps=3, **kernels).snapshots.positions[-1]
+            x = jc.nbody(cosmo, state, mesh, [1.0], steps=3, forces=forces).snapshots.positions[-1]
             return x, paint(x, mesh)
 
         return f(jax.random.key(3))
@@ -245,6 +247,53 @@ def test_strays_are_never_silent(capfd):
     assert np.isnan(np.asarray(jax.jit(lambda x: paint(x, quiet))(x))).all()
     jax.effects_barrier()
     assert "particle(s)" not in capfd.readouterr().err
+
+
+def test_nbody_whose_particles_outgrow_the_halo_names_the_step(capfd):
+    # Gravity off (a zero potential filter): momenta are constant and x_s = x_0 + p D_s, with D_s
+    # the cumulative drift factor, read from a one-device run. Two particles at the upper edge of
+    # their device's 4-cell slab along x move +x; with halo=1 (CIC) they stray as soon as they
+    # leave the slab, which p = 1 / sqrt(D_2 D_3) makes happen during step 3 of 4.
+    shape, box = (16, 16, 8), (32.0, 32.0, 16.0)
+    one = Domain(shape, box)
+    dist = Domain(shape, box, device_grid=(4, 2), halo=1)
+    movers = [(3, 5, 2), (7, 1, 4)]  # x = 3 and 7: the last cell of the slabs [0, 4) and [4, 8)
+    x0 = np.asarray(lagrangian_grid(one))
+    zero_filter = lambda k, a, params: jnp.zeros_like(k)  # noqa: E731
+    grid = [0.2, 0.4, 0.6, 0.8, 1.0]
+
+    def run(domain, p):
+        mask = np.zeros_like(x0)
+        for i in movers:
+            mask[(*i, 0)] = 1.0
+        state = jc.ParticleState(x0, p * jnp.asarray(mask), 0.2)
+        return jc.nbody(
+            COSMO, state, domain, grid[1:], steps=grid, potential_filter=zero_filter
+        ).snapshots.positions
+
+    drift = np.asarray(run(one, 1.0))[(slice(None), *movers[0], 0)] - 3.0  # D_s, s = 1..4
+    p = 1.0 / np.sqrt(drift[1] * drift[2])
+    local = 3.0 + p * drift  # the movers' local x in their slabs at the end of each step
+    first = int(np.flatnonzero(np.floor(local) > 3)[0]) + 1
+    assert first == 3
+    needed = int(np.floor(local[first - 1])) + 1 - 3  # CIC reaches floor(u) + 1 <= 3 + halo
+    # eagerly: a RuntimeError naming the step, the count and the halo needed
+    with pytest.raises(
+        RuntimeError, match=rf"at step 3 of 4, 2 particle\(s\).*halo=1 .*halo >= {needed}"
+    ):
+        run(dist, p)
+    # inside jit: NaN, and one warning naming the step, with the count of the particles that
+    # strayed (not of every particle, as the NaN that follows would make it)
+    capfd.readouterr()
+    out = jax.jit(lambda p: run(dist, p))(p)
+    jax.effects_barrier()
+    assert np.isnan(np.asarray(out[-1])).all()
+    err = capfd.readouterr().err
+    warnings = re.findall(r"jpm_core\.nbody: at .*", err)
+    assert len(warnings) == 1, err
+    assert "at step 3 of 4, 2 particle(s)" in warnings[0]
+    assert f"halo >= {needed}" in warnings[0]
+    assert "jpm_core.paint" not in err
 
 
 def test_eager_errors_on_a_device_grid():

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from jpm_core import Domain, pm_forces
+from jpm_core import Domain, ForceConfig, pm_forces
 
 DOMAIN = Domain((16, 12, 20), (32.0, 18.0, 50.0))  # anisotropic cells: 2, 1.5, 2.5 Mpc/h
+TSC_FD = ForceConfig(kernel="finite_difference", scheme="tsc")
 
 
 def _lattice(domain):
@@ -46,7 +47,7 @@ def test_plane_wave_force_is_analytic(kernel):
             exp_s = expected * s**2
         else:
             exp_s = expected
-        got = pm_forces(pos, DOMAIN, weights, kernel=kernel, scheme=scheme)
+        got = pm_forces(pos, DOMAIN, weights, forces=ForceConfig(kernel=kernel, scheme=scheme))
         assert got.shape == pos.shape
         np.testing.assert_allclose(got, exp_s, atol=1e-10 * np.abs(expected).max())
 
@@ -59,13 +60,16 @@ def test_gaussian_filter_and_potential_filter_hooks():
     r_s = 1.7
     smoothed = pm_forces(pos, DOMAIN, weights, smoothing_scale=r_s)
     np.testing.assert_allclose(smoothed, base * np.exp(-(k0 @ k0) * r_s**2), atol=1e-12)
-    zero = pm_forces(pos, DOMAIN, weights, potential_filter=lambda k: jnp.zeros_like(k))
+    zero = pm_forces(
+        pos, DOMAIN, weights, potential_filter=lambda k, a, p: jnp.zeros_like(k), a=1.0
+    )
     np.testing.assert_array_equal(zero, 0.0)
-    c = pm_forces(pos, DOMAIN, weights, potential_filter=lambda k: 2.5)
+    c = pm_forces(pos, DOMAIN, weights, potential_filter=lambda k, a, p: 2.5, a=1.0)
     np.testing.assert_allclose(c, 2.5 * base, rtol=1e-12, atol=1e-15)
-    # an isotropic filter evaluated at |k0| (h/Mpc) scales the single-mode force by its value
-    f = lambda k: 1.0 + 0.5 * jnp.tanh(k)  # noqa: E731
-    shaped = pm_forces(pos, DOMAIN, weights, potential_filter=f)
+    # an isotropic filter evaluated at |k0| (h/Mpc), at the scale factor a and with the explicit
+    # parameters, scales the single-mode force by its value
+    f = lambda k, a, p: 1.0 + p["c"] * a * jnp.tanh(k)  # noqa: E731
+    shaped = pm_forces(pos, DOMAIN, weights, potential_filter=f, filter_params={"c": 1.0}, a=0.5)
     np.testing.assert_allclose(shaped, base * (1 + 0.5 * np.tanh(np.linalg.norm(k0))), atol=1e-12)
 
 
@@ -76,10 +80,17 @@ def test_gradient_through_a_filter_parameter_matches_finite_differences():
     pos = jnp.asarray(rng.uniform(0, 8, size=(12, 3)))
 
     def loss(theta):
-        def filt(k):
-            return 1.0 + theta[0] * jnp.exp(-((k * theta[1]) ** 2))
+        def filt(k, a, theta):
+            return 1.0 + theta[0] * a * jnp.exp(-((k * theta[1]) ** 2))
 
-        forces = pm_forces(pos, domain, potential_filter=filt, scheme="tsc")
+        forces = pm_forces(
+            pos,
+            domain,
+            potential_filter=filt,
+            filter_params=theta,
+            a=0.7,
+            forces=ForceConfig(scheme="tsc"),
+        )
         return jnp.sum(forces * forces)
 
     theta = jnp.array([0.3, 4.0])
@@ -95,7 +106,7 @@ def test_check_grads_wrt_positions_and_weights():
         pos + np.where(pos % 0.5 < 0.05, 0.05, 0) - np.where(pos % 0.5 > 0.45, 0.05, 0)
     )
     w = jnp.asarray(rng.uniform(0.5, 1.5, size=6))
-    fn = jax.jit(lambda p, v: pm_forces(p, domain, v, scheme="tsc", kernel="finite_difference"))
+    fn = jax.jit(lambda p, v: pm_forces(p, domain, v, forces=TSC_FD))
     check_grads(fn, (pos, w), order=1, modes=("fwd", "rev"))
 
 
@@ -115,7 +126,7 @@ def test_two_particles_attract_along_their_separation_like_newton():
         u /= np.linalg.norm(u)
         a = rng.uniform(20, 40, size=3)
         pos = jnp.asarray(np.stack([a, a + r * u]))
-        f = np.asarray(pm_forces(pos, domain, scheme="tsc", kernel="finite_difference"))
+        f = np.asarray(pm_forces(pos, domain, forces=TSC_FD))
         np.testing.assert_allclose(f[0], -f[1], rtol=1e-8, atol=1e-10 * newton)
         along = f[0] @ u
         transverse = np.linalg.norm(f[0] - along * u)
@@ -130,7 +141,7 @@ def test_momentum_conservation(scheme, kernel):
     key1, key2 = jax.random.split(jax.random.key(0))
     pos = jax.random.uniform(key1, (200, 3), maxval=16.0)
     w = jax.random.uniform(key2, (200,), minval=0.5, maxval=1.5)
-    f = pm_forces(pos, domain, w, scheme=scheme, kernel=kernel)
+    f = pm_forces(pos, domain, w, forces=ForceConfig(kernel=kernel, scheme=scheme))
     total = jnp.sum(f * w[:, None], axis=0)
     assert float(jnp.max(jnp.abs(total))) < 1e-4 * float(jnp.sum(jnp.abs(f) * w[:, None]))
 
@@ -143,7 +154,13 @@ def test_jit_vmap_and_errors():
     assert f.dtype == jnp.float32
     with pytest.raises(ValueError, match=r"\(20, 2\)"):
         pm_forces(jnp.zeros((20, 2)), domain)
-    with pytest.raises(ValueError, match="'fourier'"):
-        pm_forces(pos[0], domain, kernel="fourier")
+    with pytest.raises(ValueError, match=r"ForceConfig.kernel .*'fourier'"):
+        pm_forces(pos[0], domain, forces=ForceConfig(kernel="fourier"))
+    with pytest.raises(ValueError, match=r"ForceConfig.scheme .*'ngp'"):
+        ForceConfig(scheme="ngp")
+    with pytest.raises(TypeError, match="ForceConfig"):
+        pm_forces(pos[0], domain, forces="spectral")
     with pytest.raises(ValueError, match=r"\(3,\)"):
-        pm_forces(pos[0], domain, potential_filter=lambda k: jnp.ones(3))
+        pm_forces(pos[0], domain, potential_filter=lambda k, a, p: jnp.ones(3), a=1.0)
+    with pytest.raises(ValueError, match=r"a=\.\.\."):
+        pm_forces(pos[0], domain, potential_filter=lambda k, a, p: 1.0)

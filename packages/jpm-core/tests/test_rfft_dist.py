@@ -13,7 +13,7 @@ import pytest
 from jax.test_util import check_grads
 
 from jpm_core import Domain
-from jpm_core._src.fft import _pencil_sharding
+from jpm_core._src.device_mesh import pencil_sharding
 from jpm_core._src.rfft_dist import (
     check_rfft_layout,
     fourier_sharding,
@@ -82,13 +82,13 @@ def test_float32_under_jit():
 
 
 @pytest.mark.usefixtures("float64")
-def test_same_mesh_as_the_domain_pencil_sharding():
+def test_same_mesh_as_the_domainpencil_sharding():
     # a field laid out by jpm_core (Domain, P("x", "y")) goes in without resharding
     for grid in GRIDS:
         domain = Domain((16, 16, 16), 1.0, device_grid=grid)
-        assert real_sharding(grid) == _pencil_sharding(domain)
+        assert real_sharding(grid) == pencil_sharding(domain)
     domain = Domain((16, 16, 16), 1.0, device_grid=(2, 4))
-    f = jax.device_put(np.random.default_rng(2).normal(size=(16, 16, 16)), _pencil_sharding(domain))
+    f = jax.device_put(np.random.default_rng(2).normal(size=(16, 16, 16)), pencil_sharding(domain))
     np.testing.assert_allclose(np.asarray(prfft3d(f, (2, 4))), np.fft.rfftn(f), atol=1e-11)
 
 

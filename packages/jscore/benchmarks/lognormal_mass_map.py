@@ -122,9 +122,9 @@ def main():
         state = jscore.load_checkpoint(args.checkpoint, state)
         print(f"loaded {args.checkpoint} (step {int(state.step)})")
     else:
-        stream = jscore.MinibatchStream(train, args.batch, jax.random.key(1))
-        state, _losses = trainer.train(
-            state, stream, jax.random.key(2), args.steps, checkpoint_path=args.checkpoint
+        stream = jscore.MinibatchStream(jax.random.key(1), train, args.batch)
+        state, _history = trainer.train(
+            jax.random.key(2), state, stream, args.steps, checkpoint=args.checkpoint
         )
         print(f"trained {args.steps} steps in {time.perf_counter() - t0:.0f} s")
     learned = trainer.model(state.ema_params)
@@ -138,18 +138,15 @@ def main():
 
     settings = {
         "num_chains": args.chains,
-        "num_steps": args.hmc_steps,
-        "sigma_init": 1.0,
-        "sigma_min": 0.01,
-        "sigma_decay": 0.97,
-        "step_size": 0.25,
-        "sigma_end": 0.005,
+        "annealing": jscore.AnnealingConfig(1.0, 0.01, 0.97, num_steps=args.hmc_steps),
+        "hmc": jscore.HMCConfig(step_size=0.25),
+        "ode": jscore.ODEConfig(sigma_end=0.005),
     }
 
     def posterior(score_fn):
         def run(y, key):
             return jscore.annealed_posterior_sample(
-                score_fn, op.forward, op.adjoint, noise, y, key, **settings
+                key, score_fn, op.forward, op.adjoint, noise, y, **settings
             )
 
         return jax.jit(run)

@@ -103,19 +103,22 @@ def sample_posterior(y, variance, power, args, key):
 
     def run(y, key):
         return jscore.annealed_posterior_sample(
+            key,
             prior.score,
             op.forward,
             op.adjoint,
             noise,
             y,
-            key,
             num_chains=args.chains,
-            num_steps=args.steps,
-            sigma_init=args.sigma_init,
-            sigma_min=args.sigma_min,
-            sigma_decay=args.sigma_decay,
-            step_size=args.step_size,
-            step_size_exponent=args.step_size_exponent,
+            annealing=jscore.AnnealingConfig(
+                sigma_init=args.sigma_init,
+                sigma_min=args.sigma_min,
+                sigma_decay=args.sigma_decay,
+                num_steps=args.steps,
+            ),
+            hmc=jscore.HMCConfig(
+                step_size=args.step_size, step_size_exponent=args.step_size_exponent
+            ),
             progress_fn=progress,
             progress_every=max(1, args.steps // 5),
         )

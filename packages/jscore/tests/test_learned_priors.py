@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import jflows
 import jscore
 
 COV = np.array([[1.0, 0.6], [0.6, 0.5]])
@@ -165,8 +166,9 @@ def test_dsm_trained_mlp_matches_the_analytic_gaussian_score():
         learning_rate=3e-3,
         ema_decay=0.99,
     )
-    stream = jscore.MinibatchStream(data, 256, jax.random.key(1))
-    state, losses = trainer.train(trainer.init(), stream, jax.random.key(2), 500, progress=False)
+    stream = jscore.MinibatchStream(jax.random.key(1), data, 256)
+    state, history = trainer.train(jax.random.key(2), trainer.init(), stream, 500, progress=False)
+    losses = history["loss"]
     assert losses.shape == (500,)
     assert int(state.step) == 500
     model = trainer.model(state.ema_params)
@@ -194,7 +196,7 @@ def test_memory_mapped_stream_yields_each_sample_once_per_epoch(tmp_path):
     data = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
     path = tmp_path / "samples.npy"
     np.save(path, data)
-    stream = jscore.MinibatchStream(path, batch, jax.random.key(0), drop_remainder=False)
+    stream = jscore.MinibatchStream(jax.random.key(0), path, batch, drop_remainder=False)
     assert isinstance(stream.data, np.memmap)
     assert stream.steps_per_epoch == 7
     orders = []
@@ -207,17 +209,17 @@ def test_memory_mapped_stream_yields_each_sample_once_per_epoch(tmp_path):
         orders.append(ids)
     assert not np.array_equal(orders[0], orders[1])  # reshuffled
     # Dropping the remainder: full batches only, no repeats; same order as without dropping.
-    dropped = jscore.MinibatchStream(path, batch, jax.random.key(0))
+    dropped = jscore.MinibatchStream(jax.random.key(0), path, batch)
     assert dropped.steps_per_epoch == 6
     ids = np.concatenate([b[:, 0] for b in dropped.epoch(1)]).astype(int)
     assert len(ids) == 96
     assert len(set(ids)) == 96
     np.testing.assert_array_equal(ids, orders[1][:96])
     # In memory, the same stream.
-    in_memory = jscore.MinibatchStream(jnp.asarray(data), batch, jax.random.key(0))
+    in_memory = jscore.MinibatchStream(jax.random.key(0), jnp.asarray(data), batch)
     np.testing.assert_array_equal(in_memory.batch(9), dropped.batch(9))
     with pytest.raises(ValueError, match="batch_size"):
-        jscore.MinibatchStream(data, 200, jax.random.key(0))
+        jscore.MinibatchStream(jax.random.key(0), data, 200)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -245,8 +247,8 @@ def _assert_trees_identical(a, b):
 
 def test_checkpoint_round_trip_is_bit_for_bit(tmp_path):
     trainer = _small_trainer()
-    stream = jscore.MinibatchStream(_gaussian_data(50), 8, jax.random.key(0))
-    state, _ = trainer.train(trainer.init(), stream, jax.random.key(1), 7, progress=False)
+    stream = jscore.MinibatchStream(jax.random.key(0), _gaussian_data(50), 8)
+    state, _ = trainer.train(jax.random.key(1), trainer.init(), stream, 7, progress=False)
     path = tmp_path / "ckpt.msgpack"
     jscore.save_checkpoint(path, state)
     assert os.listdir(tmp_path) == ["ckpt.msgpack"]  # the temporary file was renamed
@@ -265,40 +267,140 @@ def test_resume_is_bit_for_bit_identical_to_an_uninterrupted_run(tmp_path):
     data = _gaussian_data(50)  # 6 full batches of 8 per epoch: the run crosses epochs
     key = jax.random.key(1)
     trainer = _small_trainer()
-    stream = jscore.MinibatchStream(data, 8, jax.random.key(0))
-    full, full_losses = trainer.train(trainer.init(), stream, key, 20, progress=False)
+    stream = jscore.MinibatchStream(jax.random.key(0), data, 8)
+    full, full_history = trainer.train(key, trainer.init(), stream, 20, progress=False)
 
     path = tmp_path / "ckpt.msgpack"
     first = _small_trainer()
-    _half, losses_a = first.train(
-        first.init(), stream, key, 10, progress=False, checkpoint_path=path, checkpoint_every=5
+    _half, history_a = first.train(
+        key, first.init(), stream, 10, progress=False, checkpoint=path, checkpoint_every=5
     )
     # A new process would rebuild everything: a fresh trainer, a fresh stream, the checkpoint.
     second = _small_trainer()
-    resumed = jscore.load_checkpoint(path, second.init())
-    stream2 = jscore.MinibatchStream(data, 8, jax.random.key(0))
-    resumed, losses_b = second.train(resumed, stream2, key, 10, progress=False)
+    template = second.init()
+    resumed = jscore.load_checkpoint(path, template)
+    assert int(template.step) == 0  # the template is not modified
+    stream2 = jscore.MinibatchStream(jax.random.key(0), data, 8)
+    resumed, history_b = second.train(key, resumed, stream2, 10, progress=False)
     assert int(resumed.step) == 20
     _assert_trees_identical(resumed, full)
-    np.testing.assert_array_equal(np.concatenate([losses_a, losses_b]), full_losses)
-
-
-def test_train_dsm_from_a_file_with_progress(tmp_path, capsys):
-    path = tmp_path / "data.npy"
-    np.save(path, _gaussian_data(64))
-    model, losses = jscore.train_dsm(
-        jscore.ScoreMLP(2, hidden_features=(8,), rngs=nnx.Rngs(0)),
-        path,
-        jax.random.key(0),
-        num_steps=10,
-        batch_size=16,
-        sigma_min=0.1,
-        sigma_max=1.0,
+    np.testing.assert_array_equal(
+        np.concatenate([history_a["loss"], history_b["loss"]]), full_history["loss"]
     )
-    assert losses.shape == (10,)
-    assert np.all(np.isfinite(losses))
-    assert model(jnp.zeros((4, 2)), 0.5).shape == (4, 2)
-    assert "dsm step 10" in capsys.readouterr().err
+
+
+def test_checkpoints_refuse_foreign_files_and_other_architectures(tmp_path):
+    trainer = _small_trainer()
+    state = trainer.init()
+    path = tmp_path / "ckpt.msgpack"
+    jscore.save_checkpoint(path, state)
+    tree = {"w": np.zeros(3, np.float32)}
+    foreign = [  # (package, package_version, kind) of the file, and the field that refuses it
+        ("jso3", "0.2.0", "jso3.ScoreNet", "package"),
+        ("jflows", "0.2.0", "jflows.Flow", "package"),
+        ("jscore", jscore.__version__, "jscore.Other", "kind"),
+        ("jscore", "0.1.0", "jscore.DSMTrainState", "package_version"),
+    ]
+    for i, (package, version, kind, field) in enumerate(foreign):
+        other = tmp_path / f"foreign{i}.msgpack"
+        jflows.write_checkpoint(other, tree, package=package, package_version=version, kind=kind)
+        with pytest.raises(ValueError, match=f"field '{field}'"):
+            jscore.load_checkpoint(other, state)
+    junk = tmp_path / "junk.msgpack"
+    junk.write_bytes(b"\x00\x01 not a checkpoint")
+    with pytest.raises(ValueError, match="not a jpm-federation/checkpoint"):
+        jscore.load_checkpoint(junk, state)
+    # A state of another architecture (wider hidden layer) is refused when loading, naming a leaf.
+    wider = jscore.DSMTrainer(
+        jscore.ScoreMLP(2, hidden_features=(32,), rngs=nnx.Rngs(0)), sigma_min=0.05, sigma_max=2.0
+    )
+    with pytest.raises(
+        ValueError, match=r"leaf .*float32\[16\] in the file, float32\[32\] in the template"
+    ):
+        jscore.load_checkpoint(path, wider.init())
+    deeper = jscore.DSMTrainer(
+        jscore.ScoreMLP(2, hidden_features=(16, 16), rngs=nnx.Rngs(0)),
+        sigma_min=0.05,
+        sigma_max=2.0,
+    )
+    with pytest.raises(ValueError, match="another structure"):
+        jscore.load_checkpoint(path, deeper.init())
+
+
+class _CountingArray(np.ndarray):
+    """Samples whose row reads are counted; raises after `limit` reads (a run killed mid-way)."""
+
+    reads = 0
+    limit = None
+
+    def __getitem__(self, index):
+        if isinstance(index, np.ndarray):
+            type(self).reads += 1
+            if self.limit is not None and type(self).reads > self.limit:
+                raise KeyboardInterrupt("simulated interruption")
+        return super().__getitem__(index)
+
+
+def _pure_params(model):
+    return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def test_train_dsm_learns_the_score_is_pure_shows_progress_and_resumes(tmp_path, capsys):
+    """train_dsm(key, model, data): a brief run on a 2-D Gaussian from a .npy file learns the analytic
+    score of N(0, C + sigma^2 I); the model passed in is unchanged; a rich progress bar with the loss;
+    a run interrupted after its checkpoint at step 100 resumes to the uninterrupted result bit-for-bit."""
+    path = tmp_path / "data.npy"
+    np.save(path, _gaussian_data(4096))
+    model = jscore.ScoreMLP(2, hidden_features=(32, 32), rngs=nnx.Rngs(0))
+    before = _pure_params(model)
+    settings = {
+        "num_steps": 250,
+        "batch_size": 128,
+        "sigma_min": 0.05,
+        "sigma_max": 3.0,
+        "learning_rate": 3e-3,
+        "ema_decay": 0.99,
+    }
+    trained, history = jscore.train_dsm(jax.random.key(0), model, path, **settings)
+    assert set(history) >= {"loss"}
+    assert isinstance(history["loss"], np.ndarray)
+    assert history["loss"].shape == (250,)
+    err = capsys.readouterr().err
+    assert "250/250" in err
+    assert "loss" in err
+    _assert_trees_identical(_pure_params(model), before)  # pure: the argument is untouched
+    # The answer: the learned score against the exact one at moderate sigma.
+    rng = np.random.default_rng(5)
+    for sigma in [0.5, 1.0]:
+        cov = COV + sigma**2 * np.eye(2)
+        xs = rng.standard_normal((4000, 2)) @ np.linalg.cholesky(cov).T
+        exact = -xs @ np.linalg.inv(cov)
+        learned = np.asarray(trained(jnp.asarray(xs, jnp.float32), sigma), np.float64)
+        rel = np.sqrt(np.sum((learned - exact) ** 2) / np.sum(exact**2))
+        assert rel < 0.15, (sigma, rel)
+
+    # Checkpoint and resume: interrupted after 130 batch reads (checkpoint at step 100).
+    data = np.load(path).view(_CountingArray)
+    ckpt = tmp_path / "run.msgpack"
+    _CountingArray.reads, _CountingArray.limit = 0, 130
+    with pytest.raises(KeyboardInterrupt):
+        jscore.train_dsm(
+            jax.random.key(0), model, data, checkpoint=ckpt, checkpoint_every=50, progress=False,
+            **settings,
+        )  # fmt: skip
+    _CountingArray.reads, _CountingArray.limit = 0, None
+    resumed, resumed_history = jscore.train_dsm(
+        jax.random.key(0), model, data, checkpoint=ckpt, progress=False, **settings
+    )
+    assert _CountingArray.reads == 150  # resumed at step 100, not restarted
+    _assert_trees_identical(_pure_params(resumed), _pure_params(trained))
+    np.testing.assert_array_equal(resumed_history["loss"], history["loss"])
+    # A rerun with other settings does not silently continue that run.
+    with pytest.raises(ValueError, match="other settings"):
+        jscore.train_dsm(
+            jax.random.key(0), model, data, checkpoint=ckpt, progress=False,
+            **(settings | {"learning_rate": 1e-3}),
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -318,8 +420,8 @@ def test_unet_trained_on_grf_matches_the_analytic_score_and_the_wiener_posterior
     trainer = jscore.DSMTrainer(
         model, sigma_min=0.005, sigma_max=2.0, learning_rate=2e-3, ema_decay=0.995
     )
-    stream = jscore.MinibatchStream(data, 32, jax.random.key(1))
-    state, _ = trainer.train(trainer.init(), stream, jax.random.key(2), 1200, progress=False)
+    stream = jscore.MinibatchStream(jax.random.key(1), data, 32)
+    state, _ = trainer.train(jax.random.key(2), trainer.init(), stream, 1200, progress=False)
     trained = trainer.model(state.ema_params)
     score = jax.jit(lambda x, s: trained(x, s))
     for sigma in [0.03, 0.1, 0.3, 1.0]:
@@ -336,13 +438,17 @@ def test_unet_trained_on_grf_matches_the_analytic_score_and_the_wiener_posterior
     )
     op = jscore.IdentityOperator(shape)
     noise = jscore.DiagonalNoise(jnp.full(shape, noise_var))
-    settings = {"num_chains": num_chains, "num_steps": 250, "sigma_init": 0.5, "sigma_min": 0.01}
-    # The network is not defined at sigma = 0 (it divides by sigma): stop the ODE at its sigma_min.
-    settings |= {"sigma_decay": 0.98, "step_size": 0.1, "sigma_end": 0.005}
+    settings = {
+        "num_chains": num_chains,
+        "annealing": jscore.AnnealingConfig(0.5, 0.01, 0.98, num_steps=250),
+        "hmc": jscore.HMCConfig(step_size=0.1),
+        # The network is trained down to sigma = 0.005: stop the ODE there.
+        "ode": jscore.ODEConfig(sigma_end=0.005),
+    }
 
     def sample(y, key):
         return jscore.annealed_posterior_sample(
-            lambda x, s: trained(x, s), op.forward, op.adjoint, noise, y, key, **settings
+            key, lambda x, s: trained(x, s), op.forward, op.adjoint, noise, y, **settings
         )
 
     samples, info = jax.jit(sample)(y, jax.random.key(0))

@@ -92,7 +92,7 @@ def test_operators_are_adjoint_pairs():
     mask = np.random.default_rng(2).random(shape) < 0.7
     for op in (jscore.IdentityOperator(shape), jscore.MaskOperator(jnp.asarray(mask))):
         mismatch = jscore.adjoint_mismatch(
-            op.forward, op.adjoint, jnp.zeros(shape), jax.random.key(0)
+            jax.random.key(0), op.forward, op.adjoint, jnp.zeros(shape)
         )
         assert float(mismatch) < 1e-6
     # A wrong adjoint is caught.
@@ -100,7 +100,7 @@ def test_operators_are_adjoint_pairs():
     assert (
         float(
             jscore.adjoint_mismatch(
-                op.forward, lambda y: 2.0 * y, jnp.zeros(shape), jax.random.key(0)
+                jax.random.key(0), op.forward, lambda y: 2.0 * y, jnp.zeros(shape)
             )
         )
         > 0.1

@@ -15,13 +15,14 @@ import pytest
 import jscore
 
 NOISE_VAR = 0.1
-SAMPLER = {
-    "sigma_init": 0.5,
-    "sigma_min": 0.01,
-    "sigma_decay": 0.98,
-    "step_size": 0.1,
-    "step_size_exponent": 0.5,
-}
+SIGMA_MIN = 0.01
+HMC = jscore.HMCConfig(step_size=0.1, step_size_exponent=0.5)
+
+
+def _annealing(num_steps):
+    return jscore.AnnealingConfig(
+        sigma_init=0.5, sigma_min=SIGMA_MIN, sigma_decay=0.98, num_steps=num_steps
+    )
 
 
 def _problem(shape, mask=None):
@@ -62,11 +63,11 @@ def _check_unmasked(shape, num_chains, num_steps):
     op = jscore.IdentityOperator(shape)
     noise = jscore.DiagonalNoise(jnp.full(shape, NOISE_VAR))
     samples, info = jscore.annealed_posterior_sample(
-        prior.score, op.forward, op.adjoint, noise, y, jax.random.key(0),
-        num_chains=num_chains, num_steps=num_steps, **SAMPLER,
+        jax.random.key(0), prior.score, op.forward, op.adjoint, noise, y,
+        num_chains=num_chains, annealing=_annealing(num_steps), hmc=HMC,
     )  # fmt: skip
     assert samples.shape == (num_chains, *shape)
-    np.testing.assert_allclose(np.asarray(info.sigma), SAMPLER["sigma_min"], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(info.sigma), SIGMA_MIN, rtol=1e-6)
     # The exact posterior (Wiener filter), diagonal in Fourier space.
     mean, post_power = jscore.fourier_wiener_filter(y, power, NOISE_VAR)
     mean_error, variance_error = _fourier_errors(samples, mean, post_power)
@@ -86,10 +87,10 @@ def _check_masked(shape, num_chains, num_steps, ref):
     op = jscore.MaskOperator(jnp.asarray(mask))
     noise = jscore.DiagonalNoise(jnp.full(shape, NOISE_VAR))
     samples, info = jscore.annealed_posterior_sample(
-        prior.score, op.forward, op.adjoint, noise, y, jax.random.key(0),
-        num_chains=num_chains, num_steps=num_steps, **SAMPLER,
+        jax.random.key(0), prior.score, op.forward, op.adjoint, noise, y,
+        num_chains=num_chains, annealing=_annealing(num_steps), hmc=HMC,
     )  # fmt: skip
-    np.testing.assert_allclose(np.asarray(info.sigma), SAMPLER["sigma_min"], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(info.sigma), SIGMA_MIN, rtol=1e-6)
     # Reference mean: the iterative Wiener filter (itself tested against dense solves); reference
     # pixel variances: the diagonal of the dense posterior covariance in float64.
     mean, cg_info = jscore.wiener_filter_cg(y, op.forward, op.adjoint, noise, prior, tol=1e-6)
@@ -162,8 +163,10 @@ def test_sampler_runs_in_float64_is_reproducible_and_reports_progress():
     @jax.jit
     def run(y, key):
         return jscore.annealed_posterior_sample(
-            prior.score, op.forward, op.adjoint, noise, y, key, num_chains=4, num_steps=20,
-            num_ode_steps=4, progress_fn=lambda *r: reports.append(r), progress_every=8, **SAMPLER,
+            key, prior.score, op.forward, op.adjoint, noise, y, num_chains=4,
+            annealing=jscore.AnnealingConfig(0.5, SIGMA_MIN, 0.8, num_steps=20), hmc=HMC,
+            ode=jscore.ODEConfig(num_steps=4), progress_fn=lambda *r: reports.append(r),
+            progress_every=8,
         )  # fmt: skip
 
     a, info = run(y, jax.random.key(7))
@@ -188,30 +191,32 @@ def test_sampler_rejects_bad_inputs_eagerly():
     key = jax.random.key(0)
     run = jscore.annealed_posterior_sample
     with pytest.raises(ValueError, match="noise is defined on data of shape"):
-        run(prior.score, op.forward, op.adjoint, jscore.DiagonalNoise(jnp.ones((4, 4))), y, key)
+        run(key, prior.score, op.forward, op.adjoint, jscore.DiagonalNoise(jnp.ones((4, 4))), y)
     with pytest.raises(ValueError, match="forward_op maps"):
-        run(prior.score, lambda x: x[:4], lambda y: y, noise, y, key)
+        run(key, prior.score, lambda x: x[:4], lambda y: y, noise, y)
     with pytest.raises(ValueError, match="score_fn returns"):
-        run(lambda x, s: x[0], op.forward, op.adjoint, noise, y, key)
+        run(key, lambda x, s: x[0], op.forward, op.adjoint, noise, y)
     with pytest.raises(ValueError, match="sigma_min"):
-        run(prior.score, op.forward, op.adjoint, noise, y, key, sigma_min=-1.0)
+        jscore.AnnealingConfig(sigma_min=-1.0)
     with pytest.raises(ValueError, match="sigma_decay"):
-        run(prior.score, op.forward, op.adjoint, noise, y, key, sigma_decay=1.5)
+        jscore.AnnealingConfig(sigma_decay=1.5)
     with pytest.raises(ValueError, match="num_chains"):
-        run(prior.score, op.forward, op.adjoint, noise, y, key, num_chains=0)
+        run(key, prior.score, op.forward, op.adjoint, noise, y, num_chains=0)
     with pytest.raises(ValueError, match="init_position"):
         run(
+            key,
             prior.score,
             op.forward,
             op.adjoint,
             noise,
             y,
-            key,
             num_chains=2,
             init_position=jnp.zeros((3, *shape)),
         )
     with pytest.raises(TypeError, match="noise"):
-        run(prior.score, op.forward, op.adjoint, jnp.ones(shape), y, key)
+        run(key, prior.score, op.forward, op.adjoint, jnp.ones(shape), y)
+    with pytest.raises(TypeError, match="AnnealingConfig"):
+        run(key, prior.score, op.forward, op.adjoint, noise, y, annealing={"sigma_min": 0.1})
     with pytest.raises(ValueError, match="shape"):
         jscore.posterior_map(
             prior.score, op.forward, op.adjoint, noise, y, init_position=jnp.zeros((4, 4))

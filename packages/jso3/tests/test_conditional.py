@@ -52,11 +52,13 @@ def test_conditional_dsm_learns_an_alignment_seen_only_through_neighbours():
     )  # fmt: skip
     model = jso3.ConditionalScoreNet(gnn, hidden=64, depth=2, rngs=nnx.Rngs(1))
     model, _ = jso3.train_dsm(
-        model, jax.random.key(2), R, context=nb, sigma_min=0.05, sigma_max=3.0, num_steps=600,
+        jax.random.key(2), model, R, context=nb, sigma_min=0.05, sigma_max=3.0, num_steps=600,
         batch_size=128, learning_rate=2e-3, steps_per_call=300, progress=False,
     )  # fmt: skip
     samples = jax.jit(
-        lambda key: jso3.sample_conditional(model, key, nb_test, sigma_min=0.05, num_steps=100)
+        lambda key: jso3.sample_conditional(
+            key, model, nb_test, sigma_min=0.05, num_steps=100, sampler="ode"
+        )
     )(jax.random.key(3))
     learned = _alignment(samples, axis_test)
     assert abs(learned - truth) < 0.05 * truth, (learned, truth)

@@ -146,7 +146,7 @@ def test_conditional_score_is_equivariant_and_jit_vmap_friendly():
     many = jax.jit(lambda R: model.score(R, 0.4, embedding))(R_many)
     np.testing.assert_allclose(many[2], score(R_many[2], jnp.full((5,), 0.4), nb), rtol=1e-12)
     sde = jax.jit(
-        lambda key: jso3.sample_conditional(model, key, nb, (2,), num_steps=4, sampler="sde")
+        lambda key: jso3.sample_conditional(key, model, nb, (2,), num_steps=4, sampler="sde")
     )(jax.random.key(11))
     assert sde.shape == (2, 5, 3, 3)
     np.testing.assert_allclose(
@@ -222,6 +222,6 @@ def test_bad_inputs_raise():
     R = jso3.sample_uniform(jax.random.key(0), (5,))
     with pytest.raises(ValueError, match="leading dimension N = 5"):
         jso3.train_dsm(
-            model, jax.random.key(0), R, context=jax.tree.map(lambda x: x[:4], nb32),
+            jax.random.key(0), model, R, context=jax.tree.map(lambda x: x[:4], nb32),
             sigma_min=0.1, sigma_max=1.0, num_steps=1,
         )  # fmt: skip

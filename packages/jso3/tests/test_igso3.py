@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import jax.test_util
 import numpy as np
 import pytest
 import scipy.integrate
@@ -206,3 +207,34 @@ def test_bad_inputs_raise():
         jso3.igso3_tangent_score(jnp.zeros(2), 1.0)
     with pytest.raises(ValueError, match="scalar"):
         jso3.igso3_sample_angle(jax.random.key(0), jnp.ones(2))
+
+
+@pytest.mark.x64
+def test_log_prob_and_score_of_non_rotations():
+    # used to return the density at the mean (NaN matrix, 2 I); now refused eagerly, NaN under jit
+    dist = jso3.IGSO3(0.3, mean=random_rotation(12))
+    good = np.asarray(sample(dist, jax.random.key(13))[:2])
+    for reason, bad in [("non-finite", np.full((3, 3), np.nan)), ("not orthogonal", 2 * np.eye(3))]:
+        R = np.stack([good[0], bad, good[1]])
+        for method in (dist.log_prob, dist.score):
+            with pytest.raises(ValueError, match=reason):
+                method(R)
+        lp, sc = np.asarray(log_prob(dist, R)), np.asarray(score(dist, R))
+        assert np.all(np.isfinite(lp[[0, 2]]))
+        assert np.isnan(lp[1])
+        assert np.all(np.isnan(sc[1]))
+    with pytest.raises(ValueError, match="determinant"):
+        jso3.IGSO3(0.3, mean=-np.eye(3))
+    # a traced mean that is not a rotation poisons the result too
+    assert np.all(np.isnan(jax.jit(lambda m: jso3.IGSO3(0.3, m).log_prob(good))(2 * np.eye(3))))
+
+
+@pytest.mark.x64
+def test_check_grads_of_the_density_and_score():
+    # float64 finite differences, on both sides of the series/images switch (eps = 1)
+    check = jax.test_util.check_grads
+    omega = jnp.array([0.05, 0.7, 1.9, 3.0])
+    v = jnp.array([[0.3, -0.2, 0.1], [1e-3, 2e-3, -1e-3], [1.2, 0.4, -0.9]])
+    for eps in (0.05, 2.0):
+        check(log_density, (omega, jnp.full(omega.shape, eps)), order=2, modes=("rev",), eps=1e-5)
+        check(tangent_score, (v, jnp.full(v.shape[:1], eps)), order=1, modes=("fwd", "rev"))

@@ -118,7 +118,7 @@ def _sde_transport(sigma_max, sigma_min, num_steps, n, seed=0, scale=1.0, orthon
         R_init = jso3.IGSO3.from_sigma(sigma_max, mean).sample(key_init, (n,))
         sigmas = jso3.sigma_schedule(sigma_max, sigma_min, num_steps)
         R = jso3.reverse_sde_sample(
-            score_fn, key_sde, R_init, sigmas, orthonormalize=orthonormalize
+            key_sde, score_fn, R_init, sigmas, orthonormalize=orthonormalize
         )
         angles = jso3.geodesic_distance(jnp.broadcast_to(mean, R.shape), R)
         eye = jnp.broadcast_to(jnp.eye(3, dtype=R.dtype), R.shape)
@@ -157,7 +157,7 @@ def test_reverse_sde_in_float32_and_sample_from_score(reference_cdf):
 
     R = jax.jit(
         lambda key: jso3.sample_from_score(
-            score_fn, key, (3000,), sigma_max=4.0, sigma_min=0.2, num_steps=1000, sampler="sde"
+            key, score_fn, (3000,), sigma_max=4.0, sigma_min=0.2, num_steps=1000, sampler="sde"
         )
     )(jax.random.key(12))
     assert R.dtype == jnp.float32
@@ -174,14 +174,24 @@ def test_reverse_sde_bad_inputs():
     sigmas = jso3.sigma_schedule(2.0, 0.1, 10)
     key = jax.random.key(0)
     with pytest.raises(ValueError, match=r"\(\.\.\., 3, 3\)"):
-        jso3.reverse_sde_sample(score_fn, key, jnp.zeros((5, 3)), sigmas)
+        jso3.reverse_sde_sample(key, score_fn, jnp.zeros((5, 3)), sigmas)
     with pytest.raises(ValueError, match="decreasing"):
-        jso3.reverse_sde_sample(score_fn, key, jnp.eye(3), sigmas[::-1])
+        jso3.reverse_sde_sample(key, score_fn, jnp.eye(3), sigmas[::-1])
     with pytest.raises(ValueError, match="noise"):
-        jso3.reverse_sde_sample(score_fn, key, jnp.eye(3), sigmas, noise="none")
+        jso3.reverse_sde_sample(key, score_fn, jnp.eye(3), sigmas, noise="none")
     with pytest.raises(ValueError, match="sampler"):
-        jso3.sample_from_score(score_fn, key, (2,), sampler="langevin")
+        jso3.sample_from_score(key, score_fn, (2,), sampler="langevin")
+    # the starting rotations are checked: eagerly (ValueError), and under jit (NaN output)
+    for sample in (
+        lambda R: jso3.reverse_sde_sample(key, score_fn, R, sigmas),
+        lambda R: jso3.probability_flow_sample(score_fn, R, sigmas),
+    ):
+        with pytest.raises(ValueError, match="rotation"):
+            sample(jnp.stack([jnp.eye(3), 2.0 * jnp.eye(3)]))
+        out = jax.jit(sample)(jnp.stack([jnp.eye(3), 2.0 * jnp.eye(3)]))
+        assert np.all(np.isfinite(out[0]))
+        assert np.all(np.isnan(out[1]))
     # a zero score is a pure random walk: the result is a rotation of the input's shape
-    R = jso3.reverse_sde_sample(score_fn, key, jnp.eye(3), sigmas, noise="but_last")
+    R = jso3.reverse_sde_sample(key, score_fn, jnp.eye(3), sigmas, noise="but_last")
     assert R.shape == (3, 3)
     np.testing.assert_allclose(R.T @ R, np.eye(3), atol=1e-5)

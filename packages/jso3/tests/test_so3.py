@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.stats
+from jax.test_util import check_grads
 from scipy.spatial.transform import Rotation
 
 import jso3
@@ -211,3 +212,90 @@ def test_bad_shapes_raise():
         jso3.geodesic_distance(jnp.eye(3), jnp.zeros((2, 3, 3)))
     with pytest.raises(ValueError, match="angle"):
         jso3.axis_angle_to_matrix(jnp.zeros((2, 3)), jnp.zeros(3))
+
+
+def _batch_with(bad):
+    good = np.asarray(jso3.sample_uniform(jax.random.key(20), (3,)), dtype=np.float64)
+    return np.stack([good[0], bad, good[2]])
+
+
+_NON_ROTATIONS = {
+    "non-finite": np.full((3, 3), np.nan),
+    "not orthogonal": 2.0 * np.eye(3),
+    "determinant": np.diag([1.0, 1.0, -1.0]),  # orthogonal, a reflection
+}
+
+
+@pytest.mark.x64
+@pytest.mark.parametrize(
+    "fn",
+    [
+        jso3.log,
+        jso3.rotation_angle,
+        jso3.matrix_to_quaternion,
+        lambda R: jso3.matrix_to_axis_angle(R)[1],
+        lambda R: jso3.geodesic_distance(R, jnp.broadcast_to(jnp.eye(3), R.shape)),
+        lambda R: jso3.geodesic_distance(jnp.broadcast_to(jnp.eye(3), R.shape), R),
+    ],
+    ids=["log", "rotation_angle", "matrix_to_quaternion", "matrix_to_axis_angle", "R1", "R2"],
+)
+def test_non_rotations_raise_eagerly_and_give_nan_under_jit(fn):
+    for reason, bad in _NON_ROTATIONS.items():
+        with pytest.raises(ValueError, match=reason):
+            fn(_batch_with(bad))
+    # under jit: NaN in value and gradient for exactly the bad matrices (one compilation each)
+    R = np.stack([_batch_with(bad) for bad in _NON_ROTATIONS.values()])  # (3, 3, 3, 3)
+    out, grad = jax.jit(
+        jax.vmap(lambda R: (fn(R), jax.grad(lambda R: jnp.sum(fn(R)))(R)))
+    )(R)  # fmt: skip
+    out, grad = np.asarray(out), np.asarray(grad)
+    assert np.all(np.isfinite(out[:, [0, 2]]))
+    assert np.all(np.isnan(out[:, 1]))
+    assert np.all(np.isfinite(grad[:, [0, 2]]))
+    assert np.all(np.isnan(grad[:, 1]))
+
+
+@pytest.mark.x64
+def test_log_of_twice_the_identity_is_refused():
+    # used to return the zero vector (the identity's logarithm)
+    with pytest.raises(ValueError, match="not orthogonal"):
+        jso3.log(2.0 * np.eye(3))
+    assert np.all(np.isnan(log(2.0 * jnp.eye(3))))
+
+
+def test_rotation_tolerance_depends_on_the_dtype():
+    R32 = np.asarray(jso3.sample_uniform(jax.random.key(21), (50,)), dtype=np.float32)
+    # float32 rotations pass as float32 and, rounded as they are, cast to float64
+    assert np.all(np.isfinite(np.asarray(jso3.log(R32))))
+    with jax.enable_x64(True):
+        assert np.all(np.isfinite(np.asarray(jso3.log(R32.astype(np.float64)))))
+        # an error of 1e-3 is refused in both precisions, 3e-5 only in float64
+        for size in (1e-3, 3e-5):
+            with pytest.raises(ValueError, match="not orthogonal"):
+                jso3.log(R32.astype(np.float64) + size * np.eye(3))
+    assert np.all(
+        np.isfinite(np.asarray(jso3.log(R32 + np.float32(3e-5) * np.eye(3, dtype=np.float32))))
+    )
+    with pytest.raises(ValueError, match="not orthogonal"):
+        jso3.log(R32 + np.float32(1e-3) * np.eye(3, dtype=np.float32))
+
+
+@pytest.mark.x64
+def test_check_grads_of_the_maps():
+    # float64 finite differences against forward and reverse mode (second order for exp)
+    rng = np.random.default_rng(22)
+    R0 = np.asarray(exp(np.array([0.4, -1.1, 0.7])))
+    R1 = np.asarray(exp(np.array([-0.9, 0.2, 0.5])))
+    log_at_R0 = jax.jit(lambda w: jso3.log(jso3.exp(w) @ R0))  # perturbations stay rotations
+    for v in [np.zeros(3), rng.normal(size=3)]:  # at the identity (the Taylor branch) and away
+        check_grads(exp, (v,), order=2, modes=("rev",))
+        check_grads(log_at_R0, (0.3 * v,), order=1, modes=("fwd", "rev"))
+    check_grads(hat, (rng.normal(size=(4, 3)),), order=1, modes=("fwd", "rev"))
+    check_grads(vee, (rng.normal(size=(4, 3, 3)),), order=1, modes=("fwd", "rev"))
+    # geodesic distance away from 0 and pi, where it is smooth
+    check_grads(
+        jax.jit(lambda a, b: jso3.geodesic_distance(jso3.exp(a) @ R0, jso3.exp(b) @ R1)),
+        (rng.normal(size=3) * 0.2, rng.normal(size=3) * 0.2),
+        order=1,
+        modes=("fwd", "rev"),
+    )

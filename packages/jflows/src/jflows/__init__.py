@@ -4,16 +4,25 @@ See the package README for what it offers. Everything listed in `__all__` is pub
 under `jflows._src` is private.
 """
 
+from jflows._src.checkpoint import read_checkpoint, write_checkpoint
 from jflows._src.distrax_adapter import to_distrax
 from jflows._src.flow import ConditionalFlow
 from jflows._src.layers import BoxScaling, Coupling, LogisticScaling, Permutation, standardisation
-from jflows._src.metrics import c2st
+from jflows._src.metrics import C2STResult, c2st
 from jflows._src.simulators import (
     lotka_volterra_model,
     lotka_volterra_simulate,
     simulate_with_score,
 )
-from jflows._src.train import fit, fit_nle, fit_npe, held_out_nll, load, save
+from jflows._src.train import (
+    fit,
+    fit_nle,
+    fit_npe,
+    held_out_nll,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
 from jflows._src.transforms import MonotoneMixture, RampMixture, SigmoidMixture
 from jflows._src.two_moons import (
     TWO_MOONS_X_OBS,
@@ -22,11 +31,12 @@ from jflows._src.two_moons import (
     two_moons_simulate,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "TWO_MOONS_X_OBS",
     "BoxScaling",
+    "C2STResult",
     "ConditionalFlow",
     "Coupling",
     "LogisticScaling",
@@ -40,14 +50,17 @@ __all__ = [
     "fit_nle",
     "fit_npe",
     "held_out_nll",
-    "load",
+    "load_checkpoint",
     "lotka_volterra_model",
     "lotka_volterra_simulate",
-    "save",
+    "read_checkpoint",
+    "save_checkpoint",
     "simulate_with_score",
     "standardisation",
     "to_distrax",
+    "train",
     "two_moons_log_likelihood",
     "two_moons_reference_posterior",
     "two_moons_simulate",
+    "write_checkpoint",
 ]

@@ -4,20 +4,23 @@ The bottom layer of the jpm federation. What it offers, grouped as in the README
 
 - **Cosmology**: `Cosmology`, `check_cosmology`, `efunc`, `comoving_distance`,
   `scale_factor_of_chi`, `growth_factor`, `growth_rate`, `growth_factor_second`,
-  `growth_rate_second`, `linear_power`, `sigma_r`.
+  `growth_rate_second`, `linear_power`, `nonlinear_power` (halofit, Takahashi et al. 2012), `sigma_r`.
 - **Mesh**: `Domain`, `fft`, `ifft`, `wavevectors`, `wavenumbers`, the Fourier kernels,
   `white_noise`, `linear_field`, `paint`, `read`, `stray_particles`, `pm_forces`, `power_spectrum`,
   `cross_correlation`.
-- **Dynamics**: `ParticleState`, `rescale_state`, `lagrangian_grid`, `lpt`, `nbody` (with the `potential_filter`
-  and `observer` hooks), `nbody_vector_field`.
+- **Configuration**: `ForceConfig` (kernel, Laplacian, mass assignment), the gradient methods
+  `Adjoint`, `Checkpointed`, `Direct`.
+- **Dynamics**: `ParticleState`, `rescale_state`, `lagrangian_grid`, `lpt`, `nbody` (with the
+  `potential_filter(k, a, params)` and `observer` hooks), `nbody_vector_field`.
 - **Files and command line**: `save_snapshots`, `load_snapshots`, `SnapshotFile`; the
   `jpm-simulate` console script (`python -m jpm_core`).
 
 Everything exported here is public API; everything under `jpm_core._src` is private.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
+from jpm_core._src.config import Adjoint, Checkpointed, Direct, ForceConfig, GradientMethod
 from jpm_core._src.cosmology.background import comoving_distance, efunc, scale_factor_of_chi
 from jpm_core._src.cosmology.growth import (
     growth_factor,
@@ -25,12 +28,13 @@ from jpm_core._src.cosmology.growth import (
     growth_rate,
     growth_rate_second,
 )
+from jpm_core._src.cosmology.halofit import nonlinear_power
 from jpm_core._src.cosmology.parameters import HUBBLE_DISTANCE, Cosmology, check_cosmology
 from jpm_core._src.cosmology.power import T_CMB, linear_power, sigma_r
 from jpm_core._src.domain import Domain
 from jpm_core._src.fft import fft, ifft, wavenumbers, wavevectors
 from jpm_core._src.fields import linear_field, linear_field_from_noise, white_noise
-from jpm_core._src.forces import pm_forces, potential_k
+from jpm_core._src.forces import PotentialFilter, pm_forces, potential_k
 from jpm_core._src.io import SnapshotFile, load_snapshots, save_snapshots
 from jpm_core._src.kernels import (
     gaussian_filter_kernel,
@@ -39,7 +43,7 @@ from jpm_core._src.kernels import (
     laplace_kernel,
 )
 from jpm_core._src.lpt import lagrangian_grid, lpt, lpt_displacements
-from jpm_core._src.nbody import NBodyResult, nbody, nbody_vector_field
+from jpm_core._src.nbody import NBodyResult, Observer, nbody, nbody_vector_field
 from jpm_core._src.painting import (
     compensate_window,
     mass_assignment_window,
@@ -53,10 +57,17 @@ from jpm_core._src.state import ParticleState, rescale_state
 __all__ = [
     "HUBBLE_DISTANCE",
     "T_CMB",
+    "Adjoint",
+    "Checkpointed",
     "Cosmology",
+    "Direct",
     "Domain",
+    "ForceConfig",
+    "GradientMethod",
     "NBodyResult",
+    "Observer",
     "ParticleState",
+    "PotentialFilter",
     "PowerSpectrum",
     "SnapshotFile",
     "__version__",
@@ -86,6 +97,7 @@ __all__ = [
     "mass_assignment_window",
     "nbody",
     "nbody_vector_field",
+    "nonlinear_power",
     "paint",
     "pm_forces",
     "potential_k",

@@ -13,6 +13,7 @@ from ._src.baselines import (
     wiener_filter_cg,
     wiener_filter_sample,
 )
+from ._src.config import AnnealingConfig, HMCConfig, ODEConfig
 from ._src.hmc import (
     AnnealedHMCInfo,
     AnnealedHMCState,
@@ -34,8 +35,10 @@ from ._src.plot import plot_posterior, radial_power_spectrum
 from ._src.prior import GaussianFieldPrior
 from ._src.sampler import (
     AnnealedSampleInfo,
+    AnnealingWarning,
     annealed_log_likelihood,
     annealed_posterior_sample,
+    diagnose_annealing,
     posterior_map,
     probability_flow_ode,
 )
@@ -50,13 +53,15 @@ from ._src.training import (
     train_dsm,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AbstractNoise",
     "AnnealedHMCInfo",
     "AnnealedHMCState",
     "AnnealedSampleInfo",
+    "AnnealingConfig",
+    "AnnealingWarning",
     "CGInfo",
     "DSMTrainState",
     "DSMTrainer",
@@ -64,10 +69,12 @@ __all__ = [
     "FourierNoise",
     "FourierOperator",
     "GaussianFieldPrior",
+    "HMCConfig",
     "HybridScore",
     "IdentityOperator",
     "MaskOperator",
     "MinibatchStream",
+    "ODEConfig",
     "ScoreMLP",
     "ScoreUNet",
     "ShearOperator",
@@ -78,6 +85,7 @@ __all__ = [
     "annealed_log_likelihood",
     "annealed_posterior_sample",
     "conjugate_gradient",
+    "diagnose_annealing",
     "direct_inversion",
     "dsm_loss",
     "fourier_wavenumber",

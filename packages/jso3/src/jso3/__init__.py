@@ -1,6 +1,5 @@
 """`jso3`: diffusion on SO(3) in JAX; see the package README for what it offers."""
 
-from ._src.c2st import c2st
 from ._src.conditional import ConditionalScoreNet, sample_conditional
 from ._src.gnn import EGNN, EGNNOutput, Neighbourhood, knn_neighbourhoods
 from ._src.igso3 import (
@@ -35,7 +34,7 @@ from ._src.so3 import (
 )
 from ._src.toys import Checkerboard, IGSO3Mixture, four_blobs
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "EGNN",
@@ -48,7 +47,6 @@ __all__ = [
     "ScoreNet",
     "__version__",
     "axis_angle_to_matrix",
-    "c2st",
     "dsm_loss",
     "exp",
     "four_blobs",

@@ -272,6 +272,9 @@ def _sample(flow, key, context, n, dtype):
     # centres keeps z strictly inside (0, 1), so an unbounded support never yields +-inf.
     z = jax.random.uniform(key, (n, flow.dim), dtype) + 0.5 * jnp.finfo(dtype).eps
     theta, log_det = jax.vmap(flow._from_base, in_axes=(0, None))(z, context)
+    # NaN parameters (a diverged fit) make the log-density NaN while the bracketed inverse still
+    # lands on the box's corner: poison the sample instead of returning a finite wrong answer
+    theta = jnp.where(jnp.isnan(log_det)[:, None], jnp.nan, theta)
     return theta, -log_det
 
 

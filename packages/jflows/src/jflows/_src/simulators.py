@@ -43,8 +43,8 @@ def _sample_sites(trace):
 
 
 def simulate_with_score(
-    model: Callable,
     key,
+    model: Callable,
     n: int,
     *,
     theta_sites: Sequence[str],
@@ -220,8 +220,8 @@ def lotka_volterra_simulate(
     if not noise > 0:
         raise ValueError(f"noise must be positive, got {noise!r}")
     return simulate_with_score(
-        lotka_volterra_model,
         key,
+        lotka_volterra_model,
         n,
         theta_sites=LV_SITES,
         x_site="x",

@@ -1,22 +1,43 @@
-"""Training: `fit` (NLL + score matching, minibatch Adam, early stopping), NPE/NLE wrappers,
-held-out NLL, and pickle-free checkpoints."""
+"""Training: a generic pure trainer `train` (minibatch optax, early stopping, progress bar,
+resumable checkpoints), `fit` (NLL + score matching) on top of it, the NPE/NLE wrappers, held-out
+NLL, and the flow's checkpoints in the federation format."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
-import sys
-import time
-import uuid
+import pathlib
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx, serialization
+from flax import nnx
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
+from jflows._src.checkpoint import read_checkpoint, write_checkpoint
 from jflows._src.flow import ConditionalFlow
+from jflows._src.layers import BoxScaling
 
-__all__ = ["fit", "fit_nle", "fit_npe", "held_out_nll", "load", "save"]
+__all__ = [
+    "fit",
+    "fit_nle",
+    "fit_npe",
+    "held_out_nll",
+    "load_checkpoint",
+    "save_checkpoint",
+    "train",
+]
 
 
 def _as_2d(name, a, n=None):
@@ -25,6 +46,15 @@ def _as_2d(name, a, n=None):
         raise ValueError(f"{name} must have shape (n, k), got {a.shape}")
     if n is not None and a.shape[0] != n:
         raise ValueError(f"{name} has {a.shape[0]} rows but theta has {n}: shapes must match")
+    if not jnp.issubdtype(a.dtype, jnp.number):
+        raise ValueError(f"{name} must hold numbers, got dtype {a.dtype}")
+    bad = ~np.isfinite(np.asarray(a))
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise ValueError(
+            f"{name} has {rows.size} rows with NaN or inf values (first: row {int(rows[0])}); "
+            "remove them before training"
+        )
     return a
 
 
@@ -36,6 +66,15 @@ def _check_data(flow, theta, x, score):
     n = theta.shape[0]
     if theta.shape[1] != flow.dim:
         raise ValueError(f"theta must have shape (n, {flow.dim}), got {theta.shape}")
+    if isinstance(flow.scaling, BoxScaling):
+        low, high = np.asarray(flow.scaling.low[...]), np.asarray(flow.scaling.high[...])
+        outside = np.any((np.asarray(theta) < low) | (np.asarray(theta) > high), axis=1)
+        if outside.any():
+            first = int(np.flatnonzero(outside)[0])
+            raise ValueError(
+                f"theta has {int(outside.sum())} rows outside the flow's box [{low}, {high}] "
+                f"(first: row {first}, {np.asarray(theta[first])}); their density is 0"
+            )
     if flow.context_dim == 0:
         if x is not None:
             raise ValueError(f"the flow is unconditional but got x of shape {jnp.shape(x)}")
@@ -60,14 +99,64 @@ def _loss(flow, theta, x, score, score_weight):
     return nll + score_weight * jnp.mean(jnp.sum(residual**2, axis=-1))
 
 
-def fit(
-    flow: ConditionalFlow,
-    theta,
-    x=None,
-    score=None,
-    *,
+def _check_positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _fingerprint(data, settings) -> str:
+    """A digest of the training data and settings: a checkpoint resumes only the same run."""
+    h = hashlib.sha256(repr(sorted(settings.items())).encode())
+    for leaf in jax.tree.leaves(data):
+        a = np.asarray(leaf)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+class _Bar:
+    """A `rich.progress` bar over the epochs with the losses (or nothing when disabled)."""
+
+    def __init__(self, enabled, total, start):
+        self._progress = None
+        if enabled:
+            self._progress = Progress(
+                TextColumn("[bold]jflows.train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4g} val {task.fields[val]:.4g}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self._task = self._progress.add_task(
+                "train", total=total, completed=start, loss=math.nan, val=math.nan
+            )
+
+    def __enter__(self):
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def update(self, done, loss, val):
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, loss=loss, val=val)
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.stop()
+
+
+_TRAIN_KIND = "jflows.train_state"
+
+
+def train(
     key,
-    score_weight: float = 0.0,
+    model: nnx.Module,
+    loss_fn: Callable,
+    data,
+    *,
     learning_rate: float | optax.Schedule = 1e-3,
     optimizer: optax.GradientTransformation | None = None,
     batch_size: int = 128,
@@ -75,35 +164,35 @@ def fit(
     validation_fraction: float = 0.1,
     patience: int = 20,
     progress: bool = True,
-) -> tuple[ConditionalFlow, dict]:
-    r"""Train `q(theta | x)` on simulated pairs by NLL, optionally plus score matching.
+    checkpoint=None,
+    checkpoint_every: int = 1,
+) -> tuple[nnx.Module, dict[str, np.ndarray]]:
+    """Train any flax `nnx` model on a minimisation objective, by minibatch optax and early stopping.
 
-    The loss of a minibatch is (Zeghal et al. 2022)
+    Pure: `model` is not modified; a trained copy is returned. The rows of `data` (a PyTree of
+    arrays sharing their leading dimension `n`, e.g. a dict or a tuple; `None` leaves allowed) are
+    split at random into a training part and a held-out `validation_fraction`. Every epoch (one pass
+    over shuffled minibatches of the training rows, one compiled `lax.scan`) is followed by the loss
+    of the validation rows as one batch; training stops after `patience` epochs without a better
+    validation loss and the parameters (`nnx.Param`s; other state is carried unchanged) of the best
+    epoch are returned. The result depends only on the inputs and `key`.
 
-        L = - mean_i log q(theta_i | x_i)
-            + score_weight * mean_i || ∇_theta log q(theta_i | x_i) - score_i ||^2,
+    A non-finite loss stops the run with a `RuntimeError` naming the epoch and step.
 
-    where `score_i = ∇_theta log p(theta_i, z_i | x_i)` is the joint score returned by a
-    differentiable simulator (unbiased but noisy for the posterior score; its expectation over the
-    latents `z` given `(theta, x)` is `∇_theta log p(theta | x)`). A random `validation_fraction` of
-    the rows is held out; every epoch (one pass over shuffled minibatches of the rest) is followed by
-    the validation loss, training stops after `patience` epochs without improvement, and the
-    parameters of the best epoch are returned. Each epoch is one compiled call (`jax.jit` of a
-    `lax.scan` over the minibatch steps), so the result depends only on the inputs and `key`.
-
-    The same function does **NPE** (`theta` = parameters, `x` = data or summaries: `q` is a posterior,
-    see [`fit_npe`][jflows.fit_npe]) and **NLE** (`theta` = data summaries, `x` = parameters: `q` is a
-    likelihood, see [`fit_nle`][jflows.fit_nle]; a score term then needs `∇_data log p`, rarely
-    available).
+    **Checkpoints.** With `checkpoint=path`, the full training state (parameters, optimiser state,
+    best parameters, key, counters, history) is written to `path` atomically every
+    `checkpoint_every` epochs and at the end, in the federation format (kind `"jflows.train_state"`,
+    with a digest of `data` and of the settings). A rerun with the same arguments resumes from the
+    file and ends bit-for-bit where an uninterrupted run ends (a finished run's file returns its
+    result at once); a file of another run (other data or settings) is refused with a `ValueError`.
 
     **Arguments:**
 
-    - `flow`: the initial `ConditionalFlow` (not modified; a trained copy is returned).
-    - `theta`: `(n, flow.dim)` samples of the modelled variable.
-    - `x`: `(n, flow.context_dim)` contexts (`None` for an unconditional flow).
-    - `score`: `(n, flow.dim)` joint scores w.r.t. `theta`, or `None` (then `score_weight` is unused).
     - `key`: a `jax.random` key (validation split and minibatch order).
-    - `score_weight`: weight `lambda` of the score-matching term.
+    - `model`: the initial `nnx.Module`.
+    - `loss_fn`: `loss_fn(model, batch) -> scalar`, `batch` a PyTree like `data` with the rows of a
+      minibatch; it must be a mean over the rows for the validation loss to be comparable.
+    - `data`: the PyTree of `(n, ...)` arrays.
     - `learning_rate`: Adam's learning rate, a float or an `optax` schedule (of the step count).
     - `optimizer`: any `optax.GradientTransformation`, replacing Adam (`learning_rate` then unused).
     - `batch_size`: minibatch size (capped at the number of training rows; the last incomplete
@@ -112,58 +201,64 @@ def fit(
     - `validation_fraction`: held-out fraction in `[0, 1)`; `0` trains for `max_epochs` without early
       stopping and returns the last parameters.
     - `patience`: epochs without a better validation loss before stopping.
-    - `progress`: print a one-line progress report to stderr (updated in place).
+    - `progress`: show a `rich` progress bar (epochs, losses, ETA) on stderr.
+    - `checkpoint`: a file name for resumable training, or `None`.
+    - `checkpoint_every`: epochs between two checkpoint writes.
 
     **Returns:**
 
-    `(trained_flow, history)` with `history = {"train_loss": [...], "val_loss": [...],
-    "best_epoch": int, "best_val_loss": float, "epochs": int, "val_indices": array}` (per-epoch
-    mean losses; `val_loss` empty when there is no validation split; `val_indices` are the rows held
-    out for validation).
+    `(trained_model, history)`, `history` a dict of NumPy arrays: `"loss"` (per-epoch mean training
+    loss), `"val_loss"` (per-epoch validation loss; empty without a validation split),
+    `"best_epoch"`, `"best_val_loss"`, `"epochs"` (0-d), `"val_indices"` (the validation rows).
     """
-    theta, x, score = _check_data(flow, theta, x, score)
-    n = theta.shape[0]
-    if not 0.0 <= validation_fraction < 1.0:
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be a flax nnx.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
+    leaves = jax.tree.leaves(data)
+    if not leaves:
+        raise ValueError("data holds no arrays")
+    shapes = [jnp.shape(a) for a in leaves]
+    if any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) != 1:
+        raise ValueError(f"the arrays of data must share their leading dimension, got {shapes}")
+    n = shapes[0][0]
+    if not (isinstance(validation_fraction, float | int) and 0.0 <= validation_fraction < 1.0):
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
-    n_val = round(validation_fraction * n) if validation_fraction > 0 else 0
-    if validation_fraction > 0:
-        n_val = max(n_val, 1)
+    n_val = max(round(validation_fraction * n), 1) if validation_fraction > 0 else 0
     n_train = n - n_val
     if n_train < 1 or (validation_fraction > 0 and n < 2):
         raise ValueError(
             f"n={n} rows are too few for validation_fraction={validation_fraction} "
             f"({n_val} validation rows, {n_train} training rows)"
         )
-    for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not isinstance(patience, int) or patience < 1:
-        raise ValueError(f"patience must be a positive int, got {patience!r}")
-    if score_weight < 0:
-        raise ValueError(f"score_weight must be >= 0, got {score_weight!r}")
-    if score is not None and score_weight == 0:
-        score = None
+    for name, value in (
+        ("batch_size", batch_size),
+        ("max_epochs", max_epochs),
+        ("patience", patience),
+        ("checkpoint_every", checkpoint_every),
+    ):
+        _check_positive_int(name, value)
+    if optimizer is None and not callable(learning_rate):
+        if not (isinstance(learning_rate, float | int) and math.isfinite(learning_rate)):
+            raise ValueError(f"learning_rate must be a finite number, got {learning_rate!r}")
+        if learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
     batch_size = min(batch_size, n_train)
     steps = n_train // batch_size
 
     split_key, key = jax.random.split(key)
     perm = jax.random.permutation(split_key, n)
     tr, va = perm[n_val:], perm[:n_val]
+    data_tr = jax.tree.map(lambda a: jnp.asarray(a)[tr], data)
+    data_va = jax.tree.map(lambda a: jnp.asarray(a)[va], data)
 
-    def take(a, idx):
-        return None if a is None else a[idx]
-
-    data_tr = (theta[tr], take(x, tr), take(score, tr))
-    data_va = (theta[va], take(x, va), take(score, va))
-
-    graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params = jax.tree.map(jnp.copy, params)  # the caller's model never shares a buffer with ours
     tx = optimizer if optimizer is not None else optax.adam(learning_rate)
     opt_state = tx.init(params)
-    weight = jnp.asarray(score_weight, theta.dtype)
 
-    def loss_fn(params, batch):
-        model = nnx.merge(graphdef, params, rest, copy=True)
-        return _loss(model, *batch, weight)
+    def loss_of(params, batch):
+        return loss_fn(nnx.merge(graphdef, params, rest, copy=True), batch)
 
     @jax.jit
     def epoch(params, opt_state, key, data_tr, data_va):
@@ -174,82 +269,242 @@ def fit(
         def step(carry, idx):
             params, opt_state = carry
             batch = jax.tree.map(lambda a: a[idx], data_tr)
-            loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+            loss, grads = jax.value_and_grad(loss_of)(params, batch)
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
         (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), order)
-        val = loss_fn(params, data_va) if n_val else jnp.zeros((), losses.dtype)
-        return params, opt_state, jnp.mean(losses), val
+        val = loss_of(params, data_va) if n_val else jnp.zeros((), losses.dtype)
+        return params, opt_state, losses, val
 
-    history = {"train_loss": [], "val_loss": []}
-    best_params, best_val, best_epoch, waited = params, np.inf, 0, 0
-    start = time.perf_counter()
-    for ep in range(max_epochs):
-        key, sub = jax.random.split(key)
-        params, opt_state, train_loss, val = epoch(params, opt_state, sub, data_tr, data_va)
-        history["train_loss"].append(float(train_loss))
-        if n_val:
-            val = float(val)
-            history["val_loss"].append(val)
-            if val < best_val:
-                best_params, best_val, best_epoch, waited = params, val, ep, 0
-            else:
-                waited += 1
-        else:
-            best_params, best_epoch = params, ep
-        if progress:
-            msg = f"\rjflows.fit epoch {ep + 1}/{max_epochs} train {float(train_loss):.4f}"
+    history = {"loss": [], "val_loss": []}
+    best_params, best_val, best_epoch, waited, start = params, math.inf, 0, 0, 0
+    done = False
+    path, settings, fingerprint = None, {}, ""
+    if checkpoint is not None:
+        from jflows import __version__
+
+        path = pathlib.Path(os.fspath(checkpoint))
+        settings = {
+            "batch_size": batch_size,
+            "max_epochs": max_epochs,
+            "validation_fraction": float(validation_fraction),
+            "patience": patience,
+            "learning_rate": repr(learning_rate),
+            "optimizer": repr(optimizer),
+            "model": type(model).__qualname__,
+        }
+        fingerprint = _fingerprint((data, jax.random.key_data(key)), settings)
+        state_tree = {"params": params, "opt_state": opt_state, "best": best_params, "key": key}
+        if path.exists():
+            restored, meta = read_checkpoint(
+                path, state_tree, package="jflows", package_version=__version__, kind=_TRAIN_KIND
+            )
+            if meta.get("fingerprint") != fingerprint:
+                raise ValueError(
+                    f"{os.fspath(path)!r}: field 'metadata' ('fingerprint') belongs to another "
+                    "run (other data, key or settings); delete the file or pass another path"
+                )
+            params, opt_state = restored["params"], restored["opt_state"]
+            best_params, key = restored["best"], restored["key"]
+            history = {k: list(meta["history"][k]) for k in ("loss", "val_loss")}
+            best_val = math.inf if meta["best_val"] is None else meta["best_val"]
+            best_epoch, waited, start = meta["best_epoch"], meta["waited"], meta["epochs"]
+            done = meta["done"]
+
+    def save(epochs, done):
+        from jflows import __version__
+
+        write_checkpoint(
+            path,
+            {"params": params, "opt_state": opt_state, "best": best_params, "key": key},
+            package="jflows",
+            package_version=__version__,
+            kind=_TRAIN_KIND,
+            metadata={
+                "fingerprint": fingerprint,
+                "settings": settings,
+                "history": history,
+                "best_val": None if math.isinf(best_val) else best_val,
+                "best_epoch": best_epoch,
+                "waited": waited,
+                "epochs": epochs,
+                "done": done,
+            },
+        )
+
+    with _Bar(progress and not done, max_epochs, start) as bar:
+        ep = start
+        while not done and ep < max_epochs:
+            key, sub = jax.random.split(key)
+            params, opt_state, losses, val = epoch(params, opt_state, sub, data_tr, data_va)
+            losses = np.asarray(losses)
+            if not np.all(np.isfinite(losses)):
+                bad = int(np.flatnonzero(~np.isfinite(losses))[0])
+                raise RuntimeError(
+                    f"the training loss is {losses[bad]} at epoch {ep + 1}, step {bad + 1} of "
+                    f"{steps}: check the data, the model's initial parameters and the learning rate"
+                )
+            train_loss = float(np.mean(losses))
+            history["loss"].append(train_loss)
             if n_val:
-                msg += f" val {history['val_loss'][-1]:.4f} best {best_val:.4f}@{best_epoch + 1}"
-            sys.stderr.write(msg + f" [{time.perf_counter() - start:.1f}s]")
-            sys.stderr.flush()
-        if n_val and waited >= patience:
-            break
-    if progress:
-        sys.stderr.write("\n")
-    history["best_epoch"] = best_epoch
-    history["val_indices"] = np.asarray(va)
-    history["best_val_loss"] = float(best_val) if n_val else float("nan")
-    history["epochs"] = len(history["train_loss"])
-    return nnx.merge(graphdef, best_params, rest, copy=True), history
+                val = float(val)
+                if not math.isfinite(val):
+                    raise RuntimeError(
+                        f"the validation loss is {val} at epoch {ep + 1} (training loss "
+                        f"{train_loss:.6g})"
+                    )
+                history["val_loss"].append(val)
+                if val < best_val:
+                    best_params, best_val, best_epoch, waited = params, val, ep, 0
+                else:
+                    waited += 1
+            else:
+                best_params, best_epoch = params, ep
+            ep += 1
+            bar.update(ep, train_loss, history["val_loss"][-1] if n_val else math.nan)
+            done = ep >= max_epochs or bool(n_val and waited >= patience)
+            if path is not None and (done or ep % checkpoint_every == 0):
+                save(ep, done)
+    out = {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}
+    out["best_epoch"] = np.asarray(best_epoch)
+    out["best_val_loss"] = np.asarray(best_val if n_val else math.nan)
+    out["epochs"] = np.asarray(len(history["loss"]))
+    out["val_indices"] = np.asarray(va)
+    return nnx.merge(graphdef, best_params, rest, copy=True), out
 
 
-def fit_npe(flow, theta, x, score=None, **kwargs) -> tuple[ConditionalFlow, dict]:
+def fit(
+    key,
+    flow: ConditionalFlow,
+    theta,
+    x=None,
+    score=None,
+    *,
+    score_weight: float | None = None,
+    learning_rate: float | optax.Schedule = 1e-3,
+    optimizer: optax.GradientTransformation | None = None,
+    batch_size: int = 128,
+    max_epochs: int = 500,
+    validation_fraction: float = 0.1,
+    patience: int = 20,
+    progress: bool = True,
+    checkpoint=None,
+    checkpoint_every: int = 1,
+) -> tuple[ConditionalFlow, dict[str, np.ndarray]]:
+    r"""Train `q(theta | x)` on simulated pairs by NLL, optionally plus score matching.
+
+    The loss of a minibatch is (Zeghal et al. 2022)
+
+        L = - mean_i log q(theta_i | x_i)
+            + score_weight * mean_i || ∇_theta log q(theta_i | x_i) - score_i ||^2,
+
+    where `score_i = ∇_theta log p(theta_i, z_i | x_i)` is the joint score returned by a
+    differentiable simulator (unbiased but noisy for the posterior score; its expectation over the
+    latents `z` given `(theta, x)` is `∇_theta log p(theta | x)`). Training is
+    [`train`][jflows.train] of this loss (minibatch Adam, early stopping on a random validation split,
+    best parameters restored, progress bar, resumable checkpoints).
+
+    The same function does **NPE** (`theta` = parameters, `x` = data or summaries: `q` is a posterior,
+    see [`fit_npe`][jflows.fit_npe]) and **NLE** (`theta` = data summaries, `x` = parameters: `q` is a
+    likelihood, see [`fit_nle`][jflows.fit_nle]; a score term then needs `∇_data log p`, rarely
+    available).
+
+    Checked before training (`ValueError`): shapes, NaN or inf in `theta`, `x` or `score`, `theta`
+    outside the flow's `box`, non-finite or negative hyperparameters, a `score` without a
+    `score_weight` and a `score_weight` without a `score`.
+
+    **Arguments:**
+
+    - `key`: a `jax.random` key (validation split and minibatch order).
+    - `flow`: the initial `ConditionalFlow` (not modified; a trained copy is returned).
+    - `theta`: `(n, flow.dim)` samples of the modelled variable.
+    - `x`: `(n, flow.context_dim)` contexts (`None` for an unconditional flow).
+    - `score`: `(n, flow.dim)` joint scores w.r.t. `theta`, or `None`.
+    - `score_weight`: weight `lambda >= 0` of the score-matching term; required with a `score` (its
+      useful value depends on the scores' scale, so it is never guessed), refused without one.
+    - `learning_rate`, `optimizer`, `batch_size`, `max_epochs`, `validation_fraction`, `patience`,
+      `progress`, `checkpoint`, `checkpoint_every`: as in [`train`][jflows.train].
+
+    **Returns:**
+
+    `(trained_flow, history)` as in [`train`][jflows.train] (`history["loss"]`, `["val_loss"]`, ...).
+    """
+    theta, x, score = _check_data(flow, theta, x, score)
+    if score is not None and score_weight is None:
+        raise ValueError(
+            "a score was passed without a score_weight: pass score_weight=lambda (> 0 to use the "
+            "score term; its scale depends on the scores', see the README) or drop the score"
+        )
+    if score is None and score_weight is not None:
+        raise ValueError(f"score_weight={score_weight!r} was passed without a score")
+    if score_weight is not None:
+        if not (isinstance(score_weight, float | int) and math.isfinite(score_weight)):
+            raise ValueError(f"score_weight must be a finite number, got {score_weight!r}")
+        if score_weight < 0:
+            raise ValueError(f"score_weight must be >= 0, got {score_weight!r}")
+        if score_weight == 0:
+            score = None
+    weight = jnp.asarray(0.0 if score_weight is None else score_weight, theta.dtype)
+
+    def loss_fn(model, batch):
+        return _loss(model, *batch, weight)
+
+    return train(
+        key,
+        flow,
+        loss_fn,
+        (theta, x, score),
+        learning_rate=learning_rate,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        max_epochs=max_epochs,
+        validation_fraction=validation_fraction,
+        patience=patience,
+        progress=progress,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+    )
+
+
+def fit_npe(key, flow, theta, x, score=None, **kwargs) -> tuple[ConditionalFlow, dict]:
     """Neural posterior estimation: `fit` of `q(theta | x)` with `theta` = parameters, `x` = data.
 
     **Arguments:**
 
+    - `key`: a `jax.random` key.
     - `flow`: a `ConditionalFlow(dim=theta.shape[1], context_dim=x.shape[1], ...)`.
     - `theta`: `(n, d)` parameters drawn from the prior.
     - `x`: `(n, c)` simulated data (or summaries) at those parameters.
-    - `score`: optional `(n, d)` joint scores `∇_theta log p(theta, z | x)` from the simulator.
-    - `**kwargs`: keyword arguments of [`fit`][jflows.fit] (`key` is required).
+    - `score`: optional `(n, d)` joint scores `∇_theta log p(theta, z | x)` from the simulator
+      (then `score_weight=` is required).
+    - `**kwargs`: keyword arguments of [`fit`][jflows.fit].
 
     **Returns:**
 
     `(posterior_flow, history)`; `posterior_flow.sample(key, x_obs, n)` samples `p(theta | x_obs)`.
     """
-    return fit(flow, theta, x, score, **kwargs)
+    return fit(key, flow, theta, x, score, **kwargs)
 
 
-def fit_nle(flow, theta, x, score=None, **kwargs) -> tuple[ConditionalFlow, dict]:
+def fit_nle(key, flow, theta, x, score=None, **kwargs) -> tuple[ConditionalFlow, dict]:
     """Neural likelihood estimation: `fit` of `q(x | theta)`, the roles of `fit`'s arrays swapped.
 
     **Arguments:**
 
+    - `key`: a `jax.random` key.
     - `flow`: a `ConditionalFlow(dim=x.shape[1], context_dim=theta.shape[1], ...)`.
     - `theta`: `(n, d)` parameters (the context).
     - `x`: `(n, c)` simulated data summaries (the modelled variable).
     - `score`: optional `(n, c)` scores `∇_x log p(x, z | theta)` (rarely available).
-    - `**kwargs`: keyword arguments of [`fit`][jflows.fit] (`key` is required).
+    - `**kwargs`: keyword arguments of [`fit`][jflows.fit].
 
     **Returns:**
 
     `(likelihood_flow, history)`; `likelihood_flow.log_prob(x_obs, theta)` is `log q(x_obs | theta)`,
     to be added to a log-prior and sampled by MCMC.
     """
-    return fit(flow, x, theta, score, **kwargs)
+    return fit(key, flow, x, theta, score, **kwargs)
 
 
 def held_out_nll(flow: ConditionalFlow, theta, x=None) -> jax.Array:
@@ -272,80 +527,70 @@ def held_out_nll(flow: ConditionalFlow, theta, x=None) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------------- checkpoints
-_FORMAT = "jflows-state-v1"
+FLOW_KIND = "jflows.ConditionalFlow"
 
 
-def _named_leaves(flow):
-    leaves = jax.tree_util.tree_flatten_with_path(nnx.state(flow))[0]
-    return {jax.tree_util.keystr(path): leaf for path, leaf in leaves}
+def save_checkpoint(path, flow: ConditionalFlow, *, metadata=None) -> pathlib.Path:
+    """Write the flow's state (all parameters and scaling constants) to `path`, atomically.
 
-
-def save(path, flow: ConditionalFlow) -> None:
-    """Write the flow's state (all parameters and scaling constants) to `path` as msgpack.
-
-    No pickle: the file holds a flat map from each leaf's PyTree path to its array. It is written to
-    a temporary file in the same directory and moved into place with `os.replace` (atomic).
+    The file is in the federation's format ([`write_checkpoint`][jflows.write_checkpoint], msgpack, no
+    pickle) with `package="jflows"`, `kind="jflows.ConditionalFlow"` and the leaves of
+    `nnx.to_pure_dict(nnx.state(flow))`. The flow's configuration (dimensions, layers, transform) is not
+    stored: reading needs a template built with the same configuration.
 
     **Arguments:**
 
     - `path`: file name (e.g. `"posterior.msgpack"`).
-    - `flow`: the `ConditionalFlow` (or any nnx module) to save.
+    - `flow`: the `ConditionalFlow` to save (not modified).
+    - `metadata`: optional JSON-like mapping stored with it (read back by `read_checkpoint`).
+
+    **Returns:**
+
+    `pathlib.Path(path)`.
     """
     from jflows import __version__
 
-    arrays = {name: np.asarray(leaf) for name, leaf in _named_leaves(flow).items()}
-    blob = serialization.msgpack_serialize(
-        {"format": _FORMAT, "version": __version__, "arrays": arrays}
+    if not isinstance(flow, ConditionalFlow):
+        raise TypeError(f"flow must be a ConditionalFlow, got {type(flow).__name__}")
+    return write_checkpoint(
+        path,
+        nnx.to_pure_dict(nnx.state(flow)),
+        package="jflows",
+        package_version=__version__,
+        kind=FLOW_KIND,
+        metadata=metadata,
     )
-    path = os.fspath(path)
-    tmp = os.path.join(
-        os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
-    )
-    try:
-        with open(tmp, "xb") as f:  # a fresh file, with the usual (umask) permissions
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
-def load(path, flow_template: ConditionalFlow) -> ConditionalFlow:
-    """Read a state written by [`save`][jflows.save] into a copy of `flow_template`.
+def load_checkpoint(path, template: ConditionalFlow) -> ConditionalFlow:
+    """Read a flow written by [`save_checkpoint`][jflows.save_checkpoint] into a new flow.
+
+    Pure: `template` is not modified. The file is refused (`ValueError` naming the file and the
+    field) if it is not a federation checkpoint, was written by another package, is not a
+    `jflows.ConditionalFlow`, comes from an incompatible jflows version (another minor version while
+    below 1.0), or its arrays do not match the template's names, shapes and dtypes.
 
     **Arguments:**
 
     - `path`: the file.
-    - `flow_template`: a flow constructed with the same configuration (its values are ignored).
+    - `template`: a flow constructed with the same configuration (its values are ignored).
 
     **Returns:**
 
-    A new flow with the saved arrays (bit-for-bit); `ValueError` if names, shapes or dtypes differ.
+    A new flow with the saved arrays (bit-for-bit).
     """
-    with open(path, "rb") as f:
-        blob = serialization.msgpack_restore(f.read())
-    if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-        raise ValueError(f"{os.fspath(path)!r} is not a jflows checkpoint ({_FORMAT})")
-    saved = blob["arrays"]
-    graphdef, state = nnx.split(flow_template)
-    flat, treedef = jax.tree_util.tree_flatten_with_path(state)
-    names = [jax.tree_util.keystr(p) for p, _ in flat]
-    if sorted(names) != sorted(saved):
-        missing, extra = set(names) - set(saved), set(saved) - set(names)
-        raise ValueError(
-            f"checkpoint does not match the template: missing {sorted(missing)}, "
-            f"unexpected {sorted(extra)}"
-        )
-    leaves = []
-    for name, (_, leaf) in zip(names, flat, strict=True):
-        value = np.asarray(saved[name])
-        if value.shape != leaf.shape or value.dtype != leaf.dtype:
-            raise ValueError(
-                f"{name}: checkpoint has {value.dtype}{value.shape}, template "
-                f"{leaf.dtype}{leaf.shape}"
-            )
-        leaves.append(jnp.asarray(value))
-    return nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, leaves))
+    from jflows import __version__
+
+    if not isinstance(template, ConditionalFlow):
+        raise TypeError(f"template must be a ConditionalFlow, got {type(template).__name__}")
+    graphdef, state = nnx.split(template)
+    pure, _ = read_checkpoint(
+        path,
+        nnx.to_pure_dict(state),
+        package="jflows",
+        package_version=__version__,
+        kind=FLOW_KIND,
+    )
+    state = jax.tree.map(lambda a: a, state)  # a fresh State: the template's stays untouched
+    nnx.replace_by_pure_dict(state, pure)
+    return nnx.merge(graphdef, state, copy=True)

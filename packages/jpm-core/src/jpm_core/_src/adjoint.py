@@ -18,10 +18,15 @@ cotangent `k1_i p_h_bar + k2_{i-1} p_i_bar` (the force at a boundary serves the 
 the step before it and the first kick of the step after it). One force evaluation and one force
 VJP per boundary: the same work as per-step checkpointing, without storing the state per step.
 
-The force and the observer are Python functions that may close over traced values (the
-cosmology, parameters of a learned `potential_filter`, of a lightcone): `jax.closure_convert`
-hoists them into explicit arguments of the `jax.custom_vjp` function, whose backward pass returns
-their cotangents.
+The step is written once, as named step functions with their adjoints (pmwd's model): `kick` /
+`kick_adj`, `drift` / `drift_adj`, composed into `kdk_step` (the forward step of every gradient
+method) and `reverse_boundary` (one boundary of the backward pass); the factors of every step are
+a typed `StepFactors` record.
+
+The force is `force(x, a, params)`, `params` the explicit PyTree of the potential filter's
+parameters (an argument of the `jax.custom_vjp` function, whose backward pass returns its
+cotangent). The force and the observer may also close over traced values (the cosmology, the
+parameters of a lightcone): `jax.closure_convert` hoists them into explicit arguments too.
 
 **Observer.** Its carry cannot be run backwards. The forward pass evaluates the observer exactly;
 the backward pass takes its VJP at the reconstructed state with the carry made of
@@ -37,13 +42,15 @@ input carry: updates affine in the carry with a Jacobian independent of its valu
 the carry (painting lightcone planes). `_check_observer_linearisation` verifies this on the
 observer's VJP program when the gradient is traced and raises otherwise (e.g.
 `jnp.maximum(carry, g(state))` or `carry * g(state)`); such observers need
-`gradient="checkpoint"`.
+`gradient=Checkpointed()`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,11 +58,124 @@ import numpy as np
 from jax import Array
 from jax.extend.core import ClosedJaxpr, Literal
 
-from jpm_core._src.state import ParticleState
+from jpm_core._src.progress import StepProgress
 
-__all__ = ["integrate_adjoint", "integrate_scan"]
+__all__ = [
+    "Schedule",
+    "StepFactors",
+    "Trajectory",
+    "drift",
+    "drift_adj",
+    "integrate_adjoint",
+    "integrate_scan",
+    "kdk_step",
+    "kick",
+    "kick_adj",
+]
+
+Force = Callable[[Array, Array, Any], Array]
+"""`(positions, a, params) -> force`, `params` the potential filter's parameters."""
+
+FlatObserver = Callable[[Array, Array, Array, Array, Any], Any]
+"""`(positions, momenta, a_start, a_end, carry) -> carry`, at the end of each step."""
+
+Monitor = Callable[[Array, Array], Array]
+"""`(positions, boundary) -> int32 statistics` at every step boundary (into `Trajectory.monitor`).
+
+`boundary` is the scalar index of the boundary: 0 for the initial positions, `i` at the end of
+step `i` (1-based)."""
 
 
+class StepFactors(NamedTuple):
+    """The kick and drift factors of every step, arrays of shape `(n_steps,)`.
+
+    Step `i` from `a0` to `a1`: `p <- p + kick_first[i] F(x, a0)`, `x <- x + drift[i] p`,
+    `p <- p + kick_second[i] F(x, a1)` (their values: `_src/nbody.py`).
+    """
+
+    kick_first: Array
+    drift: Array
+    kick_second: Array
+
+
+class Schedule(NamedTuple):
+    """The static time grid and where the snapshots are written.
+
+    - `a_grid`: the step boundaries `(n_steps + 1,)`, float64 NumPy.
+    - `slots`: `(n_steps,)` int32, the snapshot slot written at the end of each step (`n_snap`:
+      none).
+    - `n_snap`: the number of snapshots.
+    """
+
+    a_grid: np.ndarray
+    slots: np.ndarray
+    n_snap: int
+
+    @property
+    def n_steps(self) -> int:
+        return self.a_grid.size - 1
+
+
+class Trajectory(NamedTuple):
+    """What the integrators return.
+
+    - `buf_x`, `buf_p`: `(n_snap + 1, *x0.shape)`, the snapshots by slot (row `n_snap`: discarded).
+    - `observer_carry`: the observer's final carry.
+    - `monitor`: the monitor's statistics at every boundary `(n_steps + 1, ...)` (row 0: the
+      initial positions), or `None` without a monitor.
+    """
+
+    buf_x: Array
+    buf_p: Array
+    observer_carry: Any
+    monitor: Any
+
+
+# ------------------------------------------------------------------------ the step and its adjoint
+def _vdot(a: Array, b: Array) -> Array:
+    return jnp.sum(a * b)
+
+
+def kick(p: Array, f: Array, k: Array) -> Array:
+    """The kick `p <- p + k f`."""
+    return p + k * f
+
+
+def kick_adj(p: Array, f: Array, p_bar: Array, k: Array) -> tuple[Array, Array, Array]:
+    """Reverse the kick `p = p_before + k f`.
+
+    **Returns:** `(p_before, f_bar, k_bar)`: the momenta before the kick, the cotangents of the
+    force and of the factor (that of `p_before` is `p_bar` itself).
+    """
+    return p - k * f, k * p_bar, _vdot(p_bar, f)
+
+
+def drift(x: Array, p: Array, d: Array) -> Array:
+    """The drift `x <- x + d p`."""
+    return x + d * p
+
+
+def drift_adj(x: Array, p: Array, x_bar: Array, d: Array) -> tuple[Array, Array, Array]:
+    """Reverse the drift `x = x_before + d p`.
+
+    **Returns:** `(x_before, p_bar, d_bar)`: the positions before the drift, the cotangents of
+    the momenta and of the factor (that of `x_before` is `x_bar` itself).
+    """
+    return x - d * p, d * x_bar, _vdot(x_bar, p)
+
+
+def kdk_step(
+    force: Force, x: Array, p: Array, f: Array, a1: Array, k1: Array, d: Array, k2: Array, params
+) -> tuple[Array, Array, Array]:
+    """One kick-drift-kick step; `f` is the force at the start, the new force is returned."""
+    p = kick(p, f, k1)
+    x = drift(x, p, d)
+    f = force(x, a1, params)
+    p = kick(p, f, k2)
+    return x, p, f
+
+
+# ------------------------------------------------------------------------------ the forward scan
 def _is_float(x: Any) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
 
@@ -74,69 +194,112 @@ def _split(tree: Any) -> tuple[list[Array], list[Array], Callable[[list, list], 
     return floats, others, merge
 
 
-def _vdot(a: Array, b: Array) -> Array:
-    return jnp.sum(a * b)
+class _StepInputs(NamedTuple):
+    """The per-step inputs of the forward scan."""
+
+    a0: Array
+    a1: Array
+    factors: StepFactors
+    slot: Array
+    index: Array
+
+
+def _forward(
+    step: Callable,
+    force: Force,
+    observer: FlatObserver | None,
+    x0: Array,
+    p0: Array,
+    params: Any,
+    factors: StepFactors,
+    schedule: Schedule,
+    observer_init: Any,
+    *,
+    monitor: Monitor | None,
+    progress: StepProgress | None,
+    record_history: bool,
+) -> tuple[Trajectory, Array, Array, Any]:
+    """The forward integration: `(trajectory, x_final, p_final, history)`.
+
+    `history` holds the observer carry's non-floating leaves before every step (for the adjoint)
+    when `record_history`, else `None`.
+    """
+    dtype = x0.dtype
+    a_grid = np.asarray(schedule.a_grid, dtype)
+
+    def body(carry, xs: _StepInputs):
+        x, p, f, buf_x, buf_p, obs = carry
+        k = xs.factors
+        x, p, f = step(x, p, f, xs.a1, k.kick_first, k.drift, k.kick_second, params)
+        history = _split(obs)[1] if record_history else None
+        if observer is not None:
+            obs = observer(x, p, xs.a0, xs.a1, obs)
+        buf_x = jax.lax.dynamic_update_index_in_dim(buf_x, x, xs.slot, 0)
+        buf_p = jax.lax.dynamic_update_index_in_dim(buf_p, p, xs.slot, 0)
+        stats = None if monitor is None else monitor(x, xs.index + 1)
+        if progress is not None:
+            progress.forward(xs.index)
+        return (x, p, f, buf_x, buf_p, obs), (history, stats)
+
+    xs = _StepInputs(
+        a0=jnp.asarray(a_grid[:-1]),
+        a1=jnp.asarray(a_grid[1:]),
+        factors=factors,
+        slot=jnp.asarray(schedule.slots),
+        index=jnp.arange(schedule.n_steps),
+    )
+    f0 = force(x0, jnp.asarray(a_grid[0]), params)
+    buf = jnp.zeros((schedule.n_snap + 1, *x0.shape), dtype)
+    carry = (x0, p0, f0, buf, buf, observer_init)
+    (x, p, _, buf_x, buf_p, obs), (history, stats) = jax.lax.scan(body, carry, xs)
+    if monitor is not None:
+        stats = jax.tree.map(
+            lambda s0, s: jnp.concatenate([s0[None], s]),
+            monitor(x0, jnp.zeros((), jnp.int32)),
+            stats,
+        )
+    return Trajectory(buf_x, buf_p, obs, stats), x, p, history
 
 
 def integrate_scan(
-    force: Callable[[Array, Array], Array],
-    observer: Callable | None,
+    force: Force,
+    observer: FlatObserver | None,
     x0: Array,
     p0: Array,
-    factors: dict[str, Array],
-    slots: np.ndarray,
-    n_snap: int,
+    params: Any,
+    factors: StepFactors,
+    schedule: Schedule,
     observer_init: Any,
     *,
-    a_grid: np.ndarray,
     checkpoint: bool,
-    progress: Callable[[Array], None] | None,
-) -> tuple[Array, Array, Any]:
+    monitor: Monitor | None = None,
+    progress: StepProgress | None = None,
+) -> Trajectory:
     """The forward integration differentiated by JAX (per-step `jax.checkpoint` or plainly).
 
-    **Returns:** `(buf_x, buf_p, observer_carry)`, the buffers `(n_snap + 1, *x0.shape)` holding
-    the snapshot written at the end of the step of slot `slots[i]` (row `n_snap`: discarded).
+    Forward mode (`jvp`, `jacfwd`) and reverse mode both work.
     """
-    dtype = x0.dtype
-
-    def step(x, p, f, a1, kick_first, drift, kick_second):
-        p = p + kick_first * f
-        x = x + drift * p
-        f = force(x, a1)
-        p = p + kick_second * f
-        return x, p, f
-
+    step = functools.partial(kdk_step, force)
     if checkpoint:
         step = jax.checkpoint(step)
-
-    def body(carry, xs):
-        x, p, f, buf_x, buf_p, obs = carry
-        x, p, f = step(x, p, f, xs["a1"], xs["k1"], xs["drift"], xs["k2"])
-        if observer is not None:
-            obs = observer(ParticleState(x, p, xs["a1"]), xs["a0"], xs["a1"], obs)
-        buf_x = jax.lax.dynamic_update_index_in_dim(buf_x, x, xs["slot"], 0)
-        buf_p = jax.lax.dynamic_update_index_in_dim(buf_p, p, xs["slot"], 0)
-        if progress is not None:
-            progress(xs["index"])
-        return (x, p, f, buf_x, buf_p, obs), None
-
-    n_steps = a_grid.size - 1
-    xs = {
-        "a0": jnp.asarray(a_grid[:-1], dtype),
-        "a1": jnp.asarray(a_grid[1:], dtype),
-        "k1": factors["kick_first"],
-        "drift": factors["drift"],
-        "k2": factors["kick_second"],
-        "slot": jnp.asarray(slots),
-        "index": jnp.arange(n_steps),
-    }
-    f0 = force(x0, jnp.asarray(a_grid[0], dtype))
-    buf = jnp.zeros((n_snap + 1, *x0.shape), dtype)
-    carry = (x0, p0, f0, buf, buf, observer_init)
-    (_, _, _, buf_x, buf_p, obs), _ = jax.lax.scan(body, carry, xs)
-    return buf_x, buf_p, obs
+    trajectory, _, _, _ = _forward(
+        step,
+        force,
+        observer,
+        x0,
+        p0,
+        params,
+        factors,
+        schedule,
+        observer_init,
+        monitor=monitor,
+        progress=progress,
+        record_history=False,
+    )
+    return trajectory
 
 
+# ------------------------------------------------------------------- the observer under the adjoint
 def _depends_on(jaxpr: ClosedJaxpr, inputs: Sequence[int]) -> bool:
     """Whether any output of `jaxpr` may depend on the inputs of the given positions.
 
@@ -162,199 +325,258 @@ def _check_observer_linearisation(vjp_of_observer: Callable, args: tuple, n_floa
             "the observer's derivative depends on the values of the floating-point leaves of its "
             "carry, which the reverse-time adjoint cannot reconstruct (it is exact for updates "
             "affine in the carry, e.g. `carry + g(state)` or `carry.at[i].add(g(state))`); use "
-            "nbody(..., gradient='checkpoint') for this observer"
+            "nbody(..., gradient=jpm_core.Checkpointed()) for this observer"
         )
+
+
+def _observer_vjp(observer_c, o_consts, merge, x, p, a0, a1, floats, others, obs_bar):
+    """Cotangents of `(x, p, carry floats, consts)` of the observer at `(x, p, carry)`."""
+
+    def flat(x, p, floats, consts):
+        carry = merge(floats, others)
+        return _split(observer_c(x, p, a0, a1, carry, *consts))[0]
+
+    _, vjp = jax.vjp(flat, x, p, list(floats), list(o_consts))
+    return vjp(list(obs_bar))
+
+
+# ---------------------------------------------------------------------------- the reverse scan
+@dataclasses.dataclass(frozen=True)
+class _Adjoint:
+    """The static parts of one adjoint integration (closure-converted force and observer)."""
+
+    force: Callable  # (x, a, params, *consts) -> f
+    observer: Callable | None  # (x, p, a0, a1, carry, *consts) -> carry
+    monitor: Monitor | None
+    progress: StepProgress | None
+    schedule: Schedule
+
+
+class _Boundary(NamedTuple):
+    """The inputs of the reverse scan at boundary `i` (factors 0 where there is no step)."""
+
+    factors: StepFactors  # of step i (none after the last boundary)
+    a: Array  # a_i
+    kick_second_prev: Array  # of step i - 1 (none before boundary 0)
+    a_prev: Array
+    slot_prev: Array
+    others_prev: list  # the observer carry's non-floating leaves before step i - 1
+    index: Array
+
+
+class _Cotangents(NamedTuple):
+    """The cotangents accumulated by the reverse scan."""
+
+    x: Array
+    p: Array
+    observer: list  # of the carry's floating leaves
+    params: Any
+    force_consts: list
+    observer_consts: list
+
+
+def reverse_boundary(
+    prog: _Adjoint,
+    params: Any,
+    f_consts: list,
+    o_consts: list,
+    obs_floats: list,
+    obs_merge: Callable,
+    ct_x: Array,
+    ct_p: Array,
+    carry: tuple[tuple[Array, Array, Array], _Cotangents],
+    xs: _Boundary,
+) -> tuple[tuple[tuple[Array, Array, Array], _Cotangents], StepFactors]:
+    """One boundary `i` of the backward pass (see the module).
+
+    From the state `(x_{i+1}, p_{i+1}, f_{i+1})` and the cotangents of `(x_{i+1}, p_{i+1})`:
+    reverse step `i` (`kick_adj`, `drift_adj`, the force and its VJP at `x_i`, `kick_adj`), add the
+    cotangents that enter at boundary `i`, and apply the force VJP to its total cotangent.
+
+    **Returns:** the carry at boundary `i` and the cotangents of step `i`'s factors.
+    """
+    (x, p, f), bar = carry
+    k = xs.factors
+    # reverse step i's second kick (its force cotangent was applied at boundary i + 1) and drift
+    p_half, _, kick_second_bar = kick_adj(p, f, bar.p, k.kick_second)
+    x, p_half_bar_drift, drift_bar = drift_adj(x, p_half, bar.x, k.drift)
+    p_half_bar = bar.p + p_half_bar_drift
+    # the force at boundary i, its VJP, and step i's first kick
+    f, force_vjp = jax.vjp(
+        lambda x, params, *c: prog.force(x, xs.a, params, *c), x, params, *f_consts
+    )
+    p, f_bar, kick_first_bar = kick_adj(p_half, f, p_half_bar, k.kick_first)
+    # cotangents entering at boundary i: the snapshot and the observer of step i - 1
+    x_bar = bar.x + jax.lax.dynamic_index_in_dim(ct_x, xs.slot_prev, 0, False)
+    p_bar = p_half_bar + jax.lax.dynamic_index_in_dim(ct_p, xs.slot_prev, 0, False)
+    obs_bar, o_bar = bar.observer, bar.observer_consts
+    if prog.observer is not None:
+
+        def observe(operands):
+            x_bar, p_bar, obs_bar, o_bar = operands
+            dx, dp, obs_bar, do = _observer_vjp(
+                prog.observer,
+                o_consts,
+                obs_merge,
+                x,
+                p,
+                xs.a_prev,
+                xs.a,
+                obs_floats,
+                xs.others_prev,
+                obs_bar,
+            )
+            o_bar = [a + b for a, b in zip(o_bar, do, strict=True)]
+            return x_bar + dx, p_bar + dp, obs_bar, o_bar
+
+        x_bar, p_bar, obs_bar, o_bar = jax.lax.cond(
+            xs.index > 0, observe, lambda operands: operands, (x_bar, p_bar, obs_bar, o_bar)
+        )
+    # the force at boundary i also served step i - 1's second kick
+    f_bar = f_bar + xs.kick_second_prev * p_bar
+    dx, dparams, *dc = force_vjp(f_bar)
+    new_bar = _Cotangents(
+        x=x_bar + dx,
+        p=p_bar,
+        observer=obs_bar,
+        params=jax.tree.map(jnp.add, bar.params, dparams),
+        force_consts=[a + b for a, b in zip(bar.force_consts, dc, strict=True)],
+        observer_consts=o_bar,
+    )
+    if prog.progress is not None:
+        prog.progress.backward(xs.index)
+    return ((x, p, f), new_bar), StepFactors(kick_first_bar, drift_bar, kick_second_bar)
+
+
+def _backward(prog: _Adjoint, residuals, cotangents):
+    """The custom VJP's backward pass: the reverse scan over boundaries `n, ..., 0`."""
+    x_n, p_n, params, factors, f_consts, obs_final, history, o_consts = residuals
+    ct_traj = cotangents
+    ct_x, ct_p, ct_obs = ct_traj.buf_x, ct_traj.buf_p, ct_traj.observer_carry
+    schedule = prog.schedule
+    n_steps, dtype = schedule.n_steps, x_n.dtype
+    a_all = np.asarray(schedule.a_grid, dtype)
+    obs_floats, _, obs_merge = _split(obs_final)
+    ct_obs_floats = _split(ct_obs)[0]
+    zero = jnp.zeros((1,), dtype)
+
+    if prog.observer is not None:
+        # the linearisation at the final carry's floating leaves must be exact (see module)
+        def probe(x, p, a0, a1, *args):
+            floats, others = args[: len(obs_floats)], args[len(obs_floats) :]
+            return _observer_vjp(
+                prog.observer,
+                o_consts,
+                obs_merge,
+                x,
+                p,
+                a0,
+                a1,
+                floats,
+                list(others),
+                ct_obs_floats,
+            )
+
+        a0, a1 = jnp.asarray(a_all[0]), jnp.asarray(a_all[1])
+        first_others = [h[0] for h in history]
+        _check_observer_linearisation(
+            probe, (x_n, p_n, a0, a1, *obs_floats, *first_others), len(obs_floats)
+        )
+
+    xs = _Boundary(
+        factors=StepFactors(*(jnp.concatenate([k, zero]) for k in factors)),
+        a=jnp.asarray(a_all),
+        kick_second_prev=jnp.concatenate([zero, factors.kick_second]),
+        a_prev=jnp.asarray(np.concatenate([a_all[:1], a_all[:-1]])),
+        slot_prev=jnp.asarray(np.concatenate([[schedule.n_snap], schedule.slots]).astype(np.int32)),
+        others_prev=[jnp.concatenate([h[:1], h]) for h in history],
+        index=jnp.arange(n_steps + 1),
+    )
+    init = (
+        (x_n, p_n, jnp.zeros_like(x_n)),
+        _Cotangents(
+            x=jnp.zeros_like(x_n),
+            p=jnp.zeros_like(p_n),
+            observer=ct_obs_floats,
+            params=jax.tree.map(jnp.zeros_like, params),
+            force_consts=[jnp.zeros_like(c) for c in f_consts],
+            observer_consts=[jnp.zeros_like(c) for c in o_consts],
+        ),
+    )
+    body = functools.partial(
+        reverse_boundary, prog, params, f_consts, o_consts, obs_floats, obs_merge, ct_x, ct_p
+    )
+    (_, bar), factor_bars = jax.lax.scan(body, init, xs, reverse=True)
+    obs_init_bar = obs_merge(bar.observer, [None] * len(_split(obs_final)[1]))
+    factors_bar = StepFactors(*(k[:n_steps] for k in factor_bars))
+    return (
+        bar.x,
+        bar.p,
+        bar.params,
+        factors_bar,
+        bar.force_consts,
+        obs_init_bar,
+        bar.observer_consts,
+    )
 
 
 def integrate_adjoint(
-    force: Callable[[Array, Array], Array],
-    observer: Callable | None,
+    force: Force,
+    observer: FlatObserver | None,
     x0: Array,
     p0: Array,
-    factors: dict[str, Array],
-    slots: np.ndarray,
-    n_snap: int,
+    params: Any,
+    factors: StepFactors,
+    schedule: Schedule,
     observer_init: Any,
     *,
-    a_grid: np.ndarray,
-    progress: Callable[[Array], None] | None,
-    progress_backward: Callable[[Array], None] | None,
-) -> tuple[Array, Array, Any]:
+    monitor: Monitor | None = None,
+    progress: StepProgress | None = None,
+) -> Trajectory:
     """The forward integration with the reverse-time adjoint as its VJP (see the module).
 
-    Same arguments and returns as `integrate_scan` (without `checkpoint`).
+    Same arguments and returns as `integrate_scan` (without `checkpoint`). Reverse mode only:
+    forward mode raises JAX's `TypeError` (`nbody` turns it into a clear message).
     """
     dtype = x0.dtype
-    n_steps = a_grid.size - 1
-    a_all = np.asarray(a_grid, dtype)
+    a0 = jnp.asarray(np.asarray(schedule.a_grid[0], dtype))
     observer_init = jax.tree.map(jnp.asarray, observer_init)
-
-    force_c, force_consts = jax.closure_convert(force, x0, jnp.asarray(a_all[0]))
+    force_c, force_consts = jax.closure_convert(force, x0, a0, params)
     if observer is not None:
-
-        def observer_flat(x, p, a0, a1, carry):
-            return observer(ParticleState(x, p, a1), a0, a1, carry)
-
-        scalar = jnp.asarray(a_all[0])
-        observer_c, observer_consts = jax.closure_convert(
-            observer_flat, x0, p0, scalar, scalar, observer_init
-        )
+        observer_c, observer_consts = jax.closure_convert(observer, x0, p0, a0, a0, observer_init)
     else:
         observer_c, observer_consts = None, []
+    prog = _Adjoint(force_c, observer_c, monitor, progress, schedule)
 
-    def forward(x0, p0, k1, drift, k2, f_consts, obs_init, o_consts, record):
-        def body(carry, xs):
-            x, p, f, buf_x, buf_p, obs = carry
-            p = p + xs["k1"] * f
-            x = x + xs["drift"] * p
-            f = force_c(x, xs["a1"], *f_consts)
-            p = p + xs["k2"] * f
-            history = _split(obs)[1] if record else None
-            if observer_c is not None:
-                obs = observer_c(x, p, xs["a0"], xs["a1"], obs, *o_consts)
-            buf_x = jax.lax.dynamic_update_index_in_dim(buf_x, x, xs["slot"], 0)
-            buf_p = jax.lax.dynamic_update_index_in_dim(buf_p, p, xs["slot"], 0)
-            if progress is not None:
-                progress(xs["index"])
-            return (x, p, f, buf_x, buf_p, obs), history
-
-        xs = {
-            "a0": jnp.asarray(a_all[:-1]),
-            "a1": jnp.asarray(a_all[1:]),
-            "k1": k1,
-            "drift": drift,
-            "k2": k2,
-            "slot": jnp.asarray(slots),
-            "index": jnp.arange(n_steps),
-        }
-        f0 = force_c(x0, jnp.asarray(a_all[0]), *f_consts)
-        buf = jnp.zeros((n_snap + 1, *x0.shape), dtype)
-        carry = (x0, p0, f0, buf, buf, obs_init)
-        (x, p, _, buf_x, buf_p, obs), history = jax.lax.scan(body, carry, xs)
-        return (buf_x, buf_p, obs), (x, p, history)
+    def run_forward(x0, p0, params, factors, f_consts, obs_init, o_consts, record):
+        return _forward(
+            functools.partial(kdk_step, lambda x, a, q: force_c(x, a, q, *f_consts)),
+            lambda x, a, q: force_c(x, a, q, *f_consts),
+            None if observer_c is None else (lambda *args: observer_c(*args, *o_consts)),
+            x0,
+            p0,
+            params,
+            factors,
+            schedule,
+            obs_init,
+            monitor=monitor,
+            progress=progress,
+            record_history=record,
+        )
 
     @jax.custom_vjp
-    def run(x0, p0, k1, drift, k2, f_consts, obs_init, o_consts):
-        out, _ = forward(x0, p0, k1, drift, k2, f_consts, obs_init, o_consts, False)
-        return out
-
-    def run_fwd(x0, p0, k1, drift, k2, f_consts, obs_init, o_consts):
-        out, (x, p, history) = forward(x0, p0, k1, drift, k2, f_consts, obs_init, o_consts, True)
-        residuals = (x, p, k1, drift, k2, f_consts, out[2], history, o_consts)
-        return out, residuals
-
-    def run_bwd(residuals, cotangents):
-        x_n, p_n, k1, drift, k2, f_consts, obs_final, history, o_consts = residuals
-        ct_x, ct_p, ct_obs = cotangents
-        obs_floats, _, obs_merge = _split(obs_final)
-        ct_obs_floats = _split(ct_obs)[0]
-        zero = jnp.zeros((1,), dtype)
-
-        def observer_vjp(x, p, a0, a1, floats, others, obs_bar):
-            """Cotangents of (x, p, carry floats, consts) of the observer at (x, p, carry)."""
-
-            def flat(x, p, floats, consts):
-                carry = obs_merge(floats, others)
-                return _split(observer_c(x, p, a0, a1, carry, *consts))[0]
-
-            _, vjp = jax.vjp(flat, x, p, list(floats), list(o_consts))
-            return vjp(list(obs_bar))
-
-        if observer_c is not None:
-            # the linearisation at the final carry's floating leaves must be exact (see module)
-            def probe(x, p, a0, a1, *args):
-                floats, others = args[: len(obs_floats)], args[len(obs_floats) :]
-                return observer_vjp(x, p, a0, a1, floats, list(others), ct_obs_floats)
-
-            a0, a1 = jnp.asarray(a_all[0]), jnp.asarray(a_all[1])
-            first_others = [h[0] for h in history]
-            _check_observer_linearisation(
-                probe, (x_n, p_n, a0, a1, *obs_floats, *first_others), len(obs_floats)
-            )
-
-        xs = {
-            # step i's factors (none after the last boundary)
-            "k1": jnp.concatenate([k1, zero]),
-            "drift": jnp.concatenate([drift, zero]),
-            "k2": jnp.concatenate([k2, zero]),
-            "a": jnp.asarray(a_all),
-            # the step before boundary i (none before boundary 0)
-            "k2_prev": jnp.concatenate([zero, k2]),
-            "a_prev": jnp.asarray(np.concatenate([a_all[:1], a_all[:-1]])),
-            "slot_prev": jnp.asarray(np.concatenate([[n_snap], slots]).astype(np.int32)),
-            "others_prev": [jnp.concatenate([h[:1], h]) for h in history],
-            "index": jnp.arange(n_steps + 1),
-        }
-
-        def body(carry, xs):
-            (x, p, f), (x_bar, p_bar), obs_bar, f_bar_consts, o_bar_consts = carry
-            # reverse step i: (x_{i+1}, p_{i+1}, f_{i+1}) -> (x_i, p_half)
-            p_half = p - xs["k2"] * f
-            x = x - xs["drift"] * p_half
-            k2_bar = _vdot(p_bar, f)
-            drift_bar = _vdot(x_bar, p_half)
-            p_half_bar = p_bar + xs["drift"] * x_bar
-            # the force at boundary i and its VJP
-            f, force_vjp = jax.vjp(lambda x, *c: force_c(x, xs["a"], *c), x, *f_consts)
-            p = p_half - xs["k1"] * f
-            k1_bar = _vdot(p_half_bar, f)
-            # cotangents entering at boundary i: the snapshot and the observer of step i - 1
-            x_bar = x_bar + jax.lax.dynamic_index_in_dim(ct_x, xs["slot_prev"], 0, False)
-            p_bar = p_half_bar + jax.lax.dynamic_index_in_dim(ct_p, xs["slot_prev"], 0, False)
-            if observer_c is not None:
-
-                def observe(operands):
-                    x_bar, p_bar, obs_bar, o_bar_consts = operands
-                    dx, dp, obs_bar, do = observer_vjp(
-                        x, p, xs["a_prev"], xs["a"], obs_floats, xs["others_prev"], obs_bar
-                    )
-                    o_bar_consts = [a + b for a, b in zip(o_bar_consts, do, strict=True)]
-                    return x_bar + dx, p_bar + dp, obs_bar, o_bar_consts
-
-                x_bar, p_bar, obs_bar, o_bar_consts = jax.lax.cond(
-                    xs["index"] > 0,
-                    observe,
-                    lambda operands: operands,
-                    (x_bar, p_bar, obs_bar, o_bar_consts),
-                )
-            f_bar = xs["k1"] * p_half_bar + xs["k2_prev"] * p_bar
-            dx, *dc = force_vjp(f_bar)
-            x_bar = x_bar + dx
-            f_bar_consts = [a + b for a, b in zip(f_bar_consts, dc, strict=True)]
-            if progress_backward is not None:
-                progress_backward(xs["index"])
-            carry = (x, p, f), (x_bar, p_bar), obs_bar, f_bar_consts, o_bar_consts
-            return carry, (k1_bar, drift_bar, k2_bar)
-
-        init = (
-            (x_n, p_n, jnp.zeros_like(x_n)),
-            (jnp.zeros_like(x_n), jnp.zeros_like(p_n)),
-            ct_obs_floats,
-            [jnp.zeros_like(c) for c in f_consts],
-            [jnp.zeros_like(c) for c in o_consts],
+    def run(x0, p0, params, factors, f_consts, obs_init, o_consts):
+        trajectory, _, _, _ = run_forward(
+            x0, p0, params, factors, f_consts, obs_init, o_consts, False
         )
-        carry, (k1_bar, drift_bar, k2_bar) = jax.lax.scan(body, init, xs, reverse=True)
-        _, (x0_bar, p0_bar), obs_bar, f_bar_consts, o_bar_consts = carry
-        obs_init_bar = obs_merge(obs_bar, [None] * len(_split(obs_final)[1]))
-        return (
-            x0_bar,
-            p0_bar,
-            k1_bar[:n_steps],
-            drift_bar[:n_steps],
-            k2_bar[:n_steps],
-            f_bar_consts,
-            obs_init_bar,
-            o_bar_consts,
-        )
+        return trajectory
 
-    run.defvjp(run_fwd, run_bwd)
-    return run(
-        x0,
-        p0,
-        factors["kick_first"],
-        factors["drift"],
-        factors["kick_second"],
-        list(force_consts),
-        observer_init,
-        list(observer_consts),
-    )
+    def run_fwd(x0, p0, params, factors, f_consts, obs_init, o_consts):
+        trajectory, x, p, history = run_forward(
+            x0, p0, params, factors, f_consts, obs_init, o_consts, True
+        )
+        residuals = (x, p, params, factors, f_consts, trajectory.observer_carry, history, o_consts)
+        return trajectory, residuals
+
+    run.defvjp(run_fwd, functools.partial(_backward, prog))
+    return run(x0, p0, params, factors, list(force_consts), observer_init, list(observer_consts))

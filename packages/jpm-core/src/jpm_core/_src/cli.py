@@ -1,35 +1,55 @@
 """The `jpm-simulate` command line: a particle-mesh run from a few flags.
 
 Gaussian initial conditions (seeded) -> 1LPT/2LPT at `--a-init` -> FastPM `nbody` to the requested
-snapshots -> a snapshot file (`snapshots.npz`), the matter power spectrum of each snapshot with
-linear theory (`power_spectrum.csv`, and `power_spectrum.png` when matplotlib is installed) and a
-summary line. Every input is checked before any computation (argparse errors, exit code 2).
+snapshots -> a snapshot file (`snapshots.npz` and/or `snapshots.h5`), the matter power spectrum of
+each snapshot with linear theory (`power_spectrum.csv`, and `power_spectrum.png` when matplotlib is
+installed), a `manifest.json` and a summary line.
+
+Every input is checked before any computation (argparse errors, exit code 2), the output folder
+included: an existing non-empty `--out` is refused unless `--overwrite`. The run is written into a
+fresh hidden folder next to `--out` and renamed into place only once complete (manifest last, with
+`"complete": true`), so `--out` never holds a half-written run or a mix of two runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import math
+import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from jpm_core._src.cosmology.parameters import Cosmology, check_cosmology
 from jpm_core._src.domain import Domain
+from jpm_core._src.io import MANIFEST_FILE, publish_folder, staged_folder, write_manifest
 from jpm_core._src.lpt import A_MAX
 
 __all__ = ["build_parser", "main", "step_grid"]
 
 PROG = "jpm-simulate"
 MIN_MESH = 4
+# The box sides accepted, in Mpc/h. Below 1 Mpc/h the whole box is non-linear (sigma(R = 1 Mpc/h)
+# = 2.4 today for Planck 2018), far from a fair sample of the universe, and at scales where
+# collisionless dark-matter-only gravity and the Eisenstein-Hu linear power are not the physics.
+# Above 1e5 Mpc/h the box is 33 Hubble distances c/H0 (5 times the diameter of the observable
+# universe, ~1.9e4 Mpc/h): its large modes are outside the horizon, where Newtonian gravity does
+# not hold. Either is most likely a unit slip (kpc/h, Mpc without h, a typo in the exponent).
+MIN_BOX, MAX_BOX = 1.0, 1.0e5
 SNAPSHOT_FILE = "snapshots.npz"
+SNAPSHOT_H5 = "snapshots.h5"
 POWER_CSV = "power_spectrum.csv"
 POWER_PNG = "power_spectrum.png"
+# what a jpm-simulate 0.1 run (before manifests) wrote: such a folder may be replaced too
+_RUN_FILES_0_1 = frozenset({SNAPSHOT_FILE, POWER_CSV, POWER_PNG})
+# XLA's compilations (sequential, never nested, unlike JAX's tracing events)
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 _COSMO_FLAGS = {  # flag -> Cosmology field
     "omega_c": "Omega_c",
@@ -91,8 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
             "kick-drift-kick) of a periodic box and write the snapshots and their power spectra."
         ),
         epilog=(
-            f"Writes OUT/{SNAPSHOT_FILE} (jpm_core.load_snapshots), OUT/{POWER_CSV} and "
-            f"OUT/{POWER_PNG} (needs matplotlib: pip install 'jpm-core[plot]')."
+            f"Writes OUT/{SNAPSHOT_FILE} and/or OUT/{SNAPSHOT_H5} (jpm_core.load_snapshots), "
+            f"OUT/{POWER_CSV}, OUT/{POWER_PNG} (needs matplotlib: pip install 'jpm-core[plot]') "
+            f"and OUT/{MANIFEST_FILE} (every file with its size and SHA-256, the configuration, "
+            "the version, complete: true). The run is written next to OUT and renamed into place "
+            "once complete; jpm_core.load_snapshots(OUT) checks it against the manifest."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -111,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[256.0],
         metavar="L",
-        help="box side in Mpc/h: one number or 3 (Lx Ly Lz)",
+        help=f"box side in Mpc/h: one number or 3 (Lx Ly Lz), each in [{MIN_BOX:g}, {MAX_BOX:g}]",
     )
     cosmo = parser.add_argument_group("cosmology (flat w0-wa CDM; defaults Planck 2018)")
     for flag, field in _COSMO_FLAGS.items():
@@ -183,13 +206,31 @@ def build_parser() -> argparse.ArgumentParser:
         "by PX*PY), or jaxdecomp's complex pencil FFT with XLA ('jax') or cuDecomp collectives",
     )
     out = parser.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=Path("jpm_simulation"), help="output directory")
+    out.add_argument(
+        "--out",
+        type=Path,
+        default=Path("jpm_simulation"),
+        help="output directory; must be missing or empty unless --overwrite",
+    )
+    out.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the previous run in --out, atomically and only once the new run is "
+        "complete (a folder that is not a jpm-simulate run is never replaced)",
+    )
+    out.add_argument(
+        "--format",
+        choices=("npz", "hdf5", "both"),
+        default="npz",
+        help=f"snapshot file: {SNAPSHOT_FILE} (NumPy), {SNAPSHOT_H5} (HDF5, needs h5py: pip "
+        "install 'jpm-core[hdf5]') or both, with the same arrays and metadata",
+    )
     out.add_argument("--no-plot", action="store_true", help=f"do not write {POWER_PNG}")
     out.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="print the steps to stderr as they run (default: when stderr is a terminal)",
+        help="show nbody's progress bar on stderr (default: when stderr is a terminal)",
     )
     return parser
 
@@ -204,6 +245,13 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         parser.error(f"--box takes 1 or 3 numbers, got {len(args.box)}: {args.box}")
     if not all(math.isfinite(b) and b > 0 for b in args.box):
         parser.error(f"--box must be positive and finite (Mpc/h), got {args.box}")
+    if not all(MIN_BOX <= b <= MAX_BOX for b in args.box):
+        parser.error(
+            f"--box must lie in [{MIN_BOX:g}, {MAX_BOX:g}] Mpc/h per side, got {args.box}: a box "
+            f"below {MIN_BOX:g} Mpc/h is non-linear as a whole, one above {MAX_BOX:g} Mpc/h (33 "
+            "Hubble distances) is far beyond the horizon where Newtonian gravity fails (a unit "
+            "slip? lengths are comoving Mpc/h)"
+        )
     if len(args.devices) not in (1, 2) or any(n < 1 for n in args.devices):
         parser.error(f"--devices takes 1 or 2 ints >= 1, got {args.devices}")
     grid = (1, args.devices[0]) if len(args.devices) == 1 else tuple(args.devices)
@@ -275,6 +323,7 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         )
     except (TypeError, ValueError) as error:
         parser.error(f"--force-mesh-factor: {error}")
+    _validate_output(parser, args)
     if args.domain.is_distributed:
         import jax
 
@@ -285,6 +334,71 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
                 f"devices but {visible} are visible (on CPUs set "
                 f"XLA_FLAGS=--xla_force_host_platform_device_count={args.domain.n_devices})"
             )
+
+
+def _validate_output(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`--out`, `--overwrite`, `--format`: refuse what would fail or destroy data after the run."""
+    if args.format in ("hdf5", "both"):
+        try:
+            import h5py  # noqa: F401
+        except ImportError:
+            parser.error(
+                f"--format {args.format} needs h5py, which is not installed: "
+                "pip install 'jpm-core[hdf5]' (or use --format npz)"
+            )
+    out = Path(os.path.abspath(args.out))
+    if out.parent == out:
+        parser.error(f"--out {args.out} is a file system root, not a run folder")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            parser.error(f"--out {args.out} exists and is not a directory")
+        if out.is_symlink():
+            parser.error(f"--out {args.out} is a symbolic link: give the folder it points to")
+        entries = sorted(entry.name for entry in out.iterdir())
+        if entries and not args.overwrite:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            parser.error(
+                f"--out {args.out} is not empty ({shown}): pass --overwrite to replace the "
+                "previous run once the new one is complete, or choose another folder"
+            )
+        if entries and MANIFEST_FILE not in entries and not set(entries) <= _RUN_FILES_0_1:
+            parser.error(
+                f"--out {args.out} holds files but no {MANIFEST_FILE}: not a jpm-simulate run, "
+                "so it is not replaced even with --overwrite; choose another folder"
+            )
+    existing = out.parent
+    while not existing.exists():  # the run's parent folder is created if missing
+        existing = existing.parent
+    if not existing.is_dir():
+        parser.error(f"--out {args.out}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"--out {args.out}: cannot write in {existing} (permission denied)")
+    args.out_path = out
+
+
+@contextlib.contextmanager
+def _compile_clock() -> Iterator[list[float]]:
+    """Sum the seconds XLA spends compiling inside the block (`jax.monitoring` events)."""
+    import jax.monitoring
+
+    seconds = [0.0]
+
+    def listen(event: str, duration: float, **_: object) -> None:
+        if event == _COMPILE_EVENT:
+            seconds[0] += duration
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield seconds
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def _status(message: str) -> None:
+    """One status line on stderr, through a rich console (plain text when redirected)."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"{PROG}: {message}", markup=False)
 
 
 def _mesh_text(domain: Domain) -> str:
@@ -352,6 +466,36 @@ def _plot(path: Path, k, measured, linear, scale_factors, args) -> bool:
     return True
 
 
+def _configuration(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    """The run's configuration, as the manifest records it (JSON-able)."""
+    import dataclasses
+
+    options = {
+        key: (str(value) if isinstance(value, Path) else value)
+        for key, value in vars(args).items()
+        if key not in ("grid", "cosmo", "domain", "force_domain", "out_path")
+    }
+    d, f = args.domain, args.force_domain
+    return {
+        "command_line": shlex.join([PROG, *argv]),
+        "options": options,
+        "cosmology": {
+            field.name: float(getattr(args.cosmo, field.name))
+            for field in dataclasses.fields(args.cosmo)
+        },
+        "domain": {
+            "mesh_shape": list(d.mesh_shape),
+            "box_size": list(d.box_size),
+            "device_grid": list(d.device_grid),
+            "halo": d.halo,
+            "fft_backend": d.fft_backend,
+        },
+        "force_mesh_shape": list(f.mesh_shape),
+        "step_boundaries": [float(a) for a in args.grid],
+        "dtype": "float32",
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `jpm-simulate` (the console script and `python -m jpm_core`).
 
@@ -359,7 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     - `argv`: the arguments without the program name; default `sys.argv[1:]`.
 
-    **Returns:** 0 on success. Bad input exits through argparse (`SystemExit(2)`).
+    **Returns:** 0 on success. Bad input exits through argparse (`SystemExit(2)`) before any
+    computation; a failure while writing leaves `--out` as it was.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -373,56 +518,74 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
     domain, cosmo, grid = args.domain, args.cosmo, args.grid
-    delta = jpm.linear_field(
-        jax.random.key(args.seed), domain, lambda k: jpm.linear_power(cosmo, k)
-    )
-    state = jpm.lpt(cosmo, delta, domain, args.a_init, order=args.lpt_order)
     force_domain = args.force_domain
-    result = jpm.nbody(
-        cosmo,
-        jpm.rescale_state(state, domain, force_domain),
-        force_domain,
-        args.snapshots,
-        steps=[float(a) for a in grid],
-        progress=progress,
-        kernel=args.kernel,
-        laplace=args.kernel,
+    _status(
+        f"compiling and running {_mesh_text(domain)} particles, forces on "
+        f"{_mesh_text(force_domain)}, {args.steps} steps (XLA compilation comes first and is "
+        "most of a short run) ..."
     )
-    # snapshots in the cells of the particle grid, the domain the file records
-    snapshots = jpm.rescale_state(result.snapshots, force_domain, domain)
-    result = jax.block_until_ready(result._replace(snapshots=snapshots))
+    with _compile_clock() as compile_seconds:
+        delta = jpm.linear_field(
+            jax.random.key(args.seed), domain, lambda k: jpm.linear_power(cosmo, k)
+        )
+        state = jpm.lpt(cosmo, delta, domain, args.a_init, order=args.lpt_order)
+        result = jpm.nbody(
+            cosmo,
+            jpm.rescale_state(state, domain, force_domain),
+            force_domain,
+            args.snapshots,
+            steps=[float(a) for a in grid],
+            forces=jpm.ForceConfig(kernel=args.kernel, laplace=args.kernel),
+            progress=progress,
+        )
+        # snapshots in the cells of the particle grid, the domain the file records
+        snapshots = jpm.rescale_state(result.snapshots, force_domain, domain)
+        result = jax.block_until_ready(result._replace(snapshots=snapshots))
+        simulated = time.perf_counter()
+        compiled = min(compile_seconds[0], simulated - start)
+        k, n_modes, measured, linear = _power_spectra(result, args)
+    compiled_all = compile_seconds[0]
+    _status(
+        f"simulation done in {simulated - start:.1f} s: {compiled:.1f} s XLA compilation, "
+        f"{simulated - start - compiled:.1f} s tracing and running"
+    )
 
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    options = {
-        key: (str(value) if isinstance(value, Path) else value)
-        for key, value in vars(args).items()
-        if key not in ("grid", "cosmo", "domain", "force_domain")
+    configuration = _configuration(args, argv)
+    metadata = {
+        "seed": args.seed,
+        "lpt_order": args.lpt_order,
+        "a_init": args.a_init,
+        "step_boundaries": configuration["step_boundaries"],
+        "initial_conditions": (
+            "linear_field(jax.random.key(seed), domain, linear_power(cosmo, k)) at a = 1, "
+            "Eisenstein-Hu transfer function, then lpt(order) at a_init"
+        ),
+        "command_line": configuration["command_line"],
+        "options": configuration["options"],
     }
-    snapshot_path = jpm.save_snapshots(
-        out / SNAPSHOT_FILE,
-        result,
-        domain=domain,
-        cosmo=cosmo,
-        metadata={
-            "seed": args.seed,
-            "lpt_order": args.lpt_order,
-            "a_init": args.a_init,
-            "step_boundaries": [float(a) for a in grid],
-            "initial_conditions": (
-                "linear_field(jax.random.key(seed), domain, linear_power(cosmo, k)) at a = 1, "
-                "Eisenstein-Hu transfer function, then lpt(order) at a_init"
-            ),
-            "command_line": shlex.join([PROG, *argv]),
-            "options": options,
-        },
+    snapshot_files = {"npz": [SNAPSHOT_FILE], "hdf5": [SNAPSHOT_H5]}.get(
+        args.format, [SNAPSHOT_FILE, SNAPSHOT_H5]
     )
     scale_factors = [float(a) for a in np.asarray(result.snapshots.a)]
-    k, n_modes, measured, linear = _power_spectra(result, args)
-    _write_csv(out / POWER_CSV, k, n_modes, measured, linear, scale_factors)
-    written = [snapshot_path.name, POWER_CSV]
-    if not args.no_plot and _plot(out / POWER_PNG, k, measured, linear, scale_factors, args):
-        written.append(POWER_PNG)
+    out = args.out_path
+    with staged_folder(out) as staging:
+        # a manifest saying "incomplete" first: a folder left by a killed run says what it is
+        write_manifest(staging, configuration=configuration, snapshot_files=[], complete=False)
+        for name in snapshot_files:
+            jpm.save_snapshots(
+                staging / name, result, domain=domain, cosmo=cosmo, metadata=metadata
+            )
+        _write_csv(staging / POWER_CSV, k, n_modes, measured, linear, scale_factors)
+        written = [*snapshot_files, POWER_CSV]
+        if not args.no_plot and _plot(
+            staging / POWER_PNG, k, measured, linear, scale_factors, args
+        ):
+            written.append(POWER_PNG)
+        write_manifest(
+            staging, configuration=configuration, snapshot_files=snapshot_files, complete=True
+        )
+        written.append(MANIFEST_FILE)
+        publish_folder(staging, out, overwrite=args.overwrite)
     elapsed = time.perf_counter() - start
     ratio = measured[-1][0] / linear[-1][0]
     print(
@@ -431,6 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.lpt_order}LPT at "
         f"a={args.a_init:g}, {args.steps} steps, snapshots at a={','.join(map(str, scale_factors))}"
         f"; P/P_lin at k={k[0]:.3g} h/Mpc, a={scale_factors[-1]:g}: {ratio:.3f}; "
-        f"wrote {', '.join(written)} to {out} in {elapsed:.1f} s"
+        f"wrote {', '.join(written)} to {args.out} in {elapsed:.1f} s "
+        f"({compiled_all:.1f} s XLA compilation)"
     )
     return 0

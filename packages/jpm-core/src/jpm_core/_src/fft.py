@@ -34,40 +34,14 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import Array
-from jax.sharding import NamedSharding
 from jax.typing import ArrayLike
 
+from jpm_core._src._checks import check_domain, check_shape, float_dtype
+from jpm_core._src.device_mesh import pencil_sharding
 from jpm_core._src.domain import Domain
-from jpm_core._src.rfft_dist import pirfft3d, prfft3d, real_sharding
+from jpm_core._src.rfft_dist import pirfft3d, prfft3d
 
 __all__ = ["fft", "ifft", "wavenumbers", "wavevectors"]
-
-
-def _float_dtype() -> jnp.dtype:
-    """The default floating dtype: float64 under `jax_enable_x64`, float32 otherwise."""
-    return jnp.result_type(float)
-
-
-def _check_domain(domain: Domain) -> None:
-    if not isinstance(domain, Domain):
-        raise TypeError(f"domain must be a jpm_core.Domain, got {type(domain).__name__}")
-
-
-def _pencil_sharding(domain: Domain) -> NamedSharding:
-    """Sharding of a real mesh field over the device grid: x split over `px`, y over `py`."""
-    px, py = domain.device_grid
-    devices = jax.devices()
-    if len(devices) < px * py:
-        raise ValueError(
-            f"device_grid={domain.device_grid!r} needs {px * py} devices, "
-            f"but only {len(devices)} are visible"
-        )
-    return real_sharding(domain.device_grid)  # one (px, py) device mesh for FFTs, fields and halos
-
-
-def _check_shape(name: str, array: Array, expected: tuple[int, ...]) -> None:
-    if tuple(array.shape) != tuple(expected):
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(array.shape)}")
 
 
 def fft(field: ArrayLike, domain: Domain) -> Array:
@@ -83,13 +57,13 @@ def fft(field: ArrayLike, domain: Domain) -> Array:
     one device and with the distributed real FFT (`fft_backend="rfft"`, sharded over ky), the
     full transposed `(ny, nz, nx)` grid with jaxdecomp's backends.
     """
-    _check_domain(domain)
+    check_domain("domain", domain)
     field = jnp.asarray(field)
-    _check_shape("field", field, domain.mesh_shape)
+    check_shape("field", field, domain.mesh_shape)
     if jnp.iscomplexobj(field):
         raise TypeError(f"fft expects a real field, got dtype {field.dtype}")
     if domain.is_distributed:
-        field = jax.lax.with_sharding_constraint(field, _pencil_sharding(domain))
+        field = jax.lax.with_sharding_constraint(field, pencil_sharding(domain))
         if not domain.transposed_fourier:
             return prfft3d(field, domain.device_grid)
         import jaxdecomp  # deferred: only the jaxdecomp backends need it
@@ -109,9 +83,9 @@ def ifft(field_k: ArrayLike, domain: Domain) -> Array:
     **Returns:** real array of shape `domain.mesh_shape` (the `1 / n_cells` normalisation is applied
     here, so `ifft(fft(f)) == f`).
     """
-    _check_domain(domain)
+    check_domain("domain", domain)
     field_k = jnp.asarray(field_k)
-    _check_shape("field_k", field_k, domain.fourier_shape)
+    check_shape("field_k", field_k, domain.fourier_shape)
     if domain.is_distributed:
         if not domain.transposed_fourier:
             field = pirfft3d(field_k, domain.device_grid, domain.mesh_shape)
@@ -119,7 +93,7 @@ def ifft(field_k: ArrayLike, domain: Domain) -> Array:
             import jaxdecomp
 
             field = jnp.real(jaxdecomp.fft.pifft3d(field_k, backend=domain.fft_backend))
-        return jax.lax.with_sharding_constraint(field, _pencil_sharding(domain))
+        return jax.lax.with_sharding_constraint(field, pencil_sharding(domain))
     return jnp.fft.irfftn(field_k, s=domain.mesh_shape, axes=(0, 1, 2))
 
 
@@ -134,8 +108,8 @@ def wavevectors(domain: Domain) -> tuple[Array, Array, Array]:
     `(1, ny, 1)`, `(1, 1, nz // 2 + 1)`; they broadcast against `fft` output. `k_i = 2 pi m / L_i`
     with `m` the signed frequency index.
     """
-    _check_domain(domain)
-    dtype = _float_dtype()
+    check_domain("domain", domain)
+    dtype = float_dtype()
     kx, ky, kz = domain.kvec()
     return jnp.asarray(kx, dtype), jnp.asarray(ky, dtype), jnp.asarray(kz, dtype)
 
@@ -149,7 +123,7 @@ def wavenumbers(domain: Domain) -> Array:
 
     **Returns:** array of shape `domain.fourier_shape` in h/Mpc (0 at the origin).
     """
-    _check_domain(domain)
+    check_domain("domain", domain)
     return _wavenumbers(domain)
 
 

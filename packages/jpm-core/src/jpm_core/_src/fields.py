@@ -22,17 +22,14 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jpm_core._src._checks import check_domain, check_shape, float_dtype
+from jpm_core._src.device_mesh import domain_mesh, fourier_sharding, pencil_sharding
 from jpm_core._src.domain import Domain
 from jpm_core._src.fft import (
-    _check_domain,
-    _check_shape,
-    _float_dtype,
-    _pencil_sharding,
     fft,
     ifft,
     wavenumbers,
 )
-from jpm_core._src.rfft_dist import fourier_sharding
 
 __all__ = ["linear_field", "linear_field_from_noise", "white_noise"]
 
@@ -51,9 +48,9 @@ def white_noise(key: Array, domain: Domain, dtype: jnp.dtype | None = None) -> A
     **Returns:** array of shape `domain.mesh_shape`, i.i.d. standard normal values; the same for a
     given key whatever `domain.device_grid` is (sharded as `P("x", "y")` when distributed).
     """
-    _check_domain(domain)
-    dtype = _float_dtype() if dtype is None else dtype
-    sharding = _pencil_sharding(domain) if domain.is_distributed else None  # checks eagerly
+    check_domain("domain", domain)
+    dtype = float_dtype() if dtype is None else dtype
+    sharding = pencil_sharding(domain) if domain.is_distributed else None  # checks eagerly
     noise = jax.random.normal(key, domain.mesh_shape, dtype=dtype)
     if sharding is not None:
         noise = jax.lax.with_sharding_constraint(noise, sharding)
@@ -76,9 +73,9 @@ def linear_field_from_noise(noise: Array, domain: Domain, power_fn: PowerFn) -> 
 
     **Returns:** the density contrast, real array of shape `domain.mesh_shape` with power `P(k)`.
     """
-    _check_domain(domain)
+    check_domain("domain", domain)
     noise = jnp.asarray(noise)
-    _check_shape("noise", noise, domain.mesh_shape)
+    check_shape("noise", noise, domain.mesh_shape)
     kmag = wavenumbers(domain)
     is_zero = kmag == 0
     k_safe = jnp.where(is_zero, min(domain.fundamental_frequency), kmag)
@@ -106,14 +103,13 @@ def _blockwise(power_fn: PowerFn, kmag: Array, domain: Domain) -> Array:
     (e.g. Omega_c through the Eisenstein-Hu transfer function) gets a layout that XLA's FFT thunk
     rejects (`RET_CHECK ... fft_thunk.cc IsMonotonicWithDim0Major`) and the process aborts.
     """
-    from jpm_core._src.halo import device_mesh
 
     if domain.transposed_fourier:
         import jaxdecomp
 
         # the layout of jaxdecomp's FFT output: any other would be resharded into the transform,
         # which its custom partitioner rejects ("Mismatch in result shapes")
-        spec = jaxdecomp.get_fft_output_sharding(_pencil_sharding(domain)).spec
+        spec = jaxdecomp.get_fft_output_sharding(pencil_sharding(domain)).spec
     else:
         spec = fourier_sharding(domain.device_grid).spec
 
@@ -126,7 +122,7 @@ def _blockwise(power_fn: PowerFn, kmag: Array, domain: Domain) -> Array:
             )
         return out
 
-    return jax.shard_map(local, mesh=device_mesh(domain), in_specs=spec, out_specs=spec)(kmag)
+    return jax.shard_map(local, mesh=domain_mesh(domain), in_specs=spec, out_specs=spec)(kmag)
 
 
 def linear_field(key: Array, domain: Domain, power_fn: PowerFn) -> Array:

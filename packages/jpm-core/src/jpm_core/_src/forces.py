@@ -4,33 +4,71 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
+from jpm_core._src._checks import check_domain, check_positions, float_dtype
+from jpm_core._src.config import DEFAULT_FORCES, ForceConfig, check_forces
 from jpm_core._src.domain import Domain
-from jpm_core._src.fft import _check_domain, _float_dtype, fft, ifft, wavenumbers
-from jpm_core._src.kernels import (
-    KernelKind,
-    gaussian_filter_kernel,
-    gradient_kernel,
-    inverse_laplace_kernel,
-)
-from jpm_core._src.painting import Scheme, _check_positions, paint, read
+from jpm_core._src.fft import fft, ifft, wavenumbers
+from jpm_core._src.kernels import gaussian_filter_kernel, gradient_kernel, inverse_laplace_kernel
+from jpm_core._src.painting import paint, read
 
-__all__ = ["pm_forces", "potential_k"]
+__all__ = ["PotentialFilter", "pm_forces", "potential_k"]
 
-PotentialFilter = Callable[[Array], ArrayLike]
+PotentialFilter = Callable[[Array, Array, Any], ArrayLike]
+"""`(k, a, params) -> multiplier` of the Fourier-space potential, the one signature of the hook.
+
+`k` is the array of wavenumber magnitudes `|k|` in h/Mpc of shape `domain.fourier_shape`, `a` the
+scalar scale factor of the force evaluation, `params` the PyTree passed as `filter_params=` (to
+`nbody`, `pm_forces`, `potential_k`, or as diffrax's `args` to `nbody_vector_field`'s vector field):
+pass learned parameters there, not in a closure, so that every gradient method (and diffrax's
+adjoints) differentiates with respect to them. The result (real or complex, a scalar or an array
+of that shape) multiplies `phi_k`.
+"""
+
+
+def apply_potential_filter(
+    phi_k: Array, domain: Domain, potential_filter: PotentialFilter, a: ArrayLike, params: Any
+) -> Array:
+    """`phi_k` times the filter's multiplier at `(|k|, a, params)` (its shape checked)."""
+    kmag = wavenumbers(domain)
+    multiplier = jnp.asarray(potential_filter(kmag, jnp.asarray(a, kmag.dtype), params))
+    if multiplier.ndim not in (0, 3):
+        raise ValueError(
+            "potential_filter must return a scalar or an array broadcastable to "
+            f"{domain.fourier_shape}, got shape {tuple(multiplier.shape)}"
+        )
+    return phi_k * multiplier
+
+
+def _check_filter_arguments(potential_filter: object, a: object) -> None:
+    if potential_filter is None:
+        return
+    if not callable(potential_filter):
+        raise TypeError(
+            "potential_filter must be a callable (k, a, params) -> multiplier, got "
+            f"{type(potential_filter).__name__}"
+        )
+    if a is None:
+        raise ValueError(
+            "potential_filter needs the scale factor of the force: pass a=... (the filter is "
+            "called as potential_filter(k, a, filter_params))"
+        )
 
 
 def potential_k(
     delta: ArrayLike,
     domain: Domain,
     *,
-    laplace: KernelKind = "spectral",
+    forces: ForceConfig = DEFAULT_FORCES,
     smoothing_scale: ArrayLike | None = None,
     potential_filter: PotentialFilter | None = None,
+    filter_params: Any = None,
+    a: ArrayLike | None = None,
 ) -> Array:
     """Fourier coefficients of the potential `phi` solving `laplacian(phi) = delta` (k=0 set to 0).
 
@@ -38,27 +76,28 @@ def potential_k(
 
     - `delta`: real density contrast, shape `domain.mesh_shape`.
     - `domain`: the `Domain`.
-    - `laplace`: `"spectral"` (`phi_k = -delta_k / k^2`) or `"finite_difference"`.
+    - `forces`: a `ForceConfig`; only its `laplace` is used here (`"spectral"`:
+      `phi_k = -delta_k / k^2`, or `"finite_difference"`).
     - `smoothing_scale`: optional `r_s` in Mpc/h; multiplies by `exp(-k^2 r_s^2)` (long-range part).
-    - `potential_filter`: optional callable `kmag -> multiplier`, `kmag` the array of `|k|` in h/Mpc
-      of shape `domain.fourier_shape`; its result (real or complex, that shape or a scalar)
-      multiplies `phi_k`. It may close over traced parameters; gradients flow through it.
+    - `potential_filter`: optional `(k, a, params) -> multiplier` (see `PotentialFilter`), called
+      with `k` the array of `|k|` in h/Mpc of shape `domain.fourier_shape`, the scale factor `a`
+      and `filter_params`; its result (real or complex, that shape or a scalar) multiplies
+      `phi_k`. Gradients flow to `filter_params` (and `a`). A NaN multiplier gives a NaN
+      potential (never a finite one).
+    - `filter_params`: the PyTree of parameters passed to `potential_filter` (default `None`).
+    - `a`: the scale factor passed to `potential_filter`; required with a filter.
 
     **Returns:** complex array of shape `domain.fourier_shape`, in (Mpc/h)^2 times the units of
     `delta`, in the layout of `jpm_core.fft`.
     """
-    phi_k = fft(delta, domain) * inverse_laplace_kernel(domain, laplace)
+    check_domain("domain", domain)
+    forces = check_forces("forces", forces)
+    _check_filter_arguments(potential_filter, a)
+    phi_k = fft(delta, domain) * inverse_laplace_kernel(domain, forces.laplace)
     if smoothing_scale is not None:
         phi_k = phi_k * gaussian_filter_kernel(domain, smoothing_scale)
     if potential_filter is not None:
-        kmag = wavenumbers(domain)
-        multiplier = jnp.asarray(potential_filter(kmag))
-        if multiplier.ndim not in (0, 3):
-            raise ValueError(
-                "potential_filter must return a scalar or an array broadcastable to "
-                f"{domain.fourier_shape}, got shape {tuple(multiplier.shape)}"
-            )
-        phi_k = phi_k * multiplier
+        phi_k = apply_potential_filter(phi_k, domain, potential_filter, a, filter_params)
     return phi_k
 
 
@@ -67,19 +106,20 @@ def pm_forces(
     domain: Domain,
     weights: ArrayLike | None = None,
     *,
-    kernel: KernelKind = "spectral",
-    laplace: KernelKind = "spectral",
-    scheme: Scheme = "cic",
+    forces: ForceConfig = DEFAULT_FORCES,
     smoothing_scale: ArrayLike | None = None,
     potential_filter: PotentialFilter | None = None,
+    filter_params: Any = None,
+    a: ArrayLike | None = None,
     mean_density: ArrayLike | None = None,
 ) -> Array:
     """Particle-mesh force `-grad(phi)` at the particles, with `laplacian(phi) = delta`.
 
-    Steps: paint the particles (`scheme`), form the density contrast
+    Steps: paint the particles (`forces.scheme`), form the density contrast
     `delta = rho / mean_density - 1`, solve `phi_k = -delta_k / k^2` (or its finite-difference
-    form), apply the optional Gaussian long-range filter and `potential_filter`, differentiate
-    (`kernel`), inverse-transform and read back at the particles with the same scheme.
+    form, `forces.laplace`), apply the optional Gaussian long-range filter and `potential_filter`,
+    differentiate (`forces.kernel`), inverse-transform and read back at the particles with the
+    same scheme.
 
     No cosmology enters: the gravitational acceleration of FastPM-style equations of motion,
     `dp/da = F / (a^2 E(a))`, is `F = (3 Omega_m / 2) * pm_forces(...)`; the caller multiplies.
@@ -90,13 +130,12 @@ def pm_forces(
     - `positions`: array `(..., 3)` in mesh units (cells), see `jpm_core.paint`.
     - `domain`: the `Domain`.
     - `weights`: optional particle weights, shape `positions.shape[:-1]` or scalar.
-    - `kernel`: gradient kernel, `"spectral"` (`i k`) or `"finite_difference"` (4-point).
-    - `laplace`: Laplacian used in the Poisson solve, `"spectral"` or `"finite_difference"`.
-    - `scheme`: mass-assignment scheme for paint and read, `"cic"` or `"tsc"`.
+    - `forces`: the `ForceConfig` (gradient kernel, Laplacian, mass-assignment scheme).
     - `smoothing_scale`: optional Gaussian long-range filter scale `r_s` in Mpc/h.
-    - `potential_filter`: optional hook `kmag -> multiplier` applied to `phi_k` (see
-      `potential_k`); to make it depend on the scale factor, close over it:
-      `potential_filter=lambda k: f(params, k, a)`.
+    - `potential_filter`: optional `(k, a, params) -> multiplier` applied to `phi_k` (see
+      `potential_k` and `PotentialFilter`).
+    - `filter_params`: the PyTree passed to `potential_filter` as `params` (differentiable).
+    - `a`: the scale factor passed to `potential_filter`; required with a filter.
     - `mean_density`: mean painted weight per cell; default `sum(weights) / n_cells` (for unit
       weights, `n_particles / n_cells`).
 
@@ -104,9 +143,11 @@ def pm_forces(
     the physical gradient (in Mpc/h, for `delta` dimensionless) divided by the cell size along
     that axis, so it is consistent with positions in cells.
     """
-    _check_domain(domain)
-    positions = _check_positions(positions)
-    rho = paint(positions, domain, weights, scheme=scheme)
+    check_domain("domain", domain)
+    forces = check_forces("forces", forces)
+    _check_filter_arguments(potential_filter, a)
+    positions = check_positions("positions", positions)
+    rho = paint(positions, domain, weights, scheme=forces.scheme)
     if mean_density is None:
         if weights is None:
             mean_density = math.prod(positions.shape[:-1]) / domain.n_cells
@@ -116,14 +157,16 @@ def pm_forces(
     phi_k = potential_k(
         delta,
         domain,
-        laplace=laplace,
+        forces=forces,
         smoothing_scale=smoothing_scale,
         potential_filter=potential_filter,
+        filter_params=filter_params,
+        a=a,
     )
-    dtype = _float_dtype()
+    dtype = float_dtype()
     components = []
     for axis in range(3):
-        grad_axis = ifft(gradient_kernel(domain, axis, kernel) * phi_k, domain)
+        grad_axis = ifft(gradient_kernel(domain, axis, forces.kernel) * phi_k, domain)
         components.append(-grad_axis / jnp.asarray(domain.cell_size[axis], dtype))
     # one read of the 3-component mesh: the stencil is computed once
-    return read(jnp.stack(components, axis=-1), positions, domain, scheme=scheme)
+    return read(jnp.stack(components, axis=-1), positions, domain, scheme=forces.scheme)

@@ -39,19 +39,15 @@ import sys
 import jax
 import jax.numpy as jnp
 from jax import Array
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import PartitionSpec
 
+from jpm_core._src.device_mesh import domain_mesh
 from jpm_core._src.domain import Domain
-from jpm_core._src.fft import _pencil_sharding
+from jpm_core._src.stencil import paint_flat, read_flat
 
-__all__ = ["distributed_paint", "distributed_read", "stray_particles"]
+__all__ = ["distributed_paint", "distributed_read", "stray_particles", "stray_statistics"]
 
 _SPEC = PartitionSpec("x", "y")
-
-
-def device_mesh(domain: Domain) -> Mesh:
-    """The `(px, py)` device mesh `("x", "y")` of `jpm_core.fft`'s pencil sharding (checked)."""
-    return _pencil_sharding(domain).mesh
 
 
 def _stencil_reach(order: int) -> tuple[int, int]:
@@ -161,15 +157,13 @@ def _finish(result: Array, total: Array, domain: Domain, what: str) -> Array:
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def distributed_paint(positions: Array, weights: Array, domain: Domain, order: int) -> Array:
     """Paint on a device grid; `positions (a, b, ..., 3)`, `weights (a, b, ...)` (checked)."""
-    from jpm_core._src.painting import _paint_flat  # the single-device kernel, reused locally
-
     px, py = domain.device_grid
     h = domain.halo
     padded = _padded_shape(domain)
 
     def local(pos, w):
         flat_pos, stray = _local_coordinates(pos.reshape(-1, 3), domain, order)
-        mesh = _paint_flat(flat_pos, w.reshape(-1), padded, order)
+        mesh = paint_flat(flat_pos, w.reshape(-1), padded, order)
         if px > 1:
             mesh = _add_halo(mesh, 0, "x", px, h)
         if py > 1:
@@ -179,7 +173,7 @@ def distributed_paint(positions: Array, weights: Array, domain: Domain, order: i
         return mesh, total.reshape(1, 1)
 
     mesh, totals = jax.shard_map(
-        local, mesh=device_mesh(domain), in_specs=(_SPEC, _SPEC), out_specs=(_SPEC, _SPEC)
+        local, mesh=domain_mesh(domain), in_specs=(_SPEC, _SPEC), out_specs=(_SPEC, _SPEC)
     )(positions, weights)
     return _finish(mesh, totals[0, 0], domain, "paint")
 
@@ -187,8 +181,6 @@ def distributed_paint(positions: Array, weights: Array, domain: Domain, order: i
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def distributed_read(field: Array, positions: Array, domain: Domain, order: int) -> Array:
     """Read on a device grid; `field (nx, ny, nz[, C])`, `positions (a, b, ..., 3)` (checked)."""
-    from jpm_core._src.painting import _read_flat
-
     px, py = domain.device_grid
     h = domain.halo
     padded = _padded_shape(domain)
@@ -199,13 +191,13 @@ def distributed_read(field: Array, positions: Array, domain: Domain, order: int)
         if py > 1:
             f = _fill_halo(f, 1, "y", py, h)
         flat_pos, stray = _local_coordinates(pos.reshape(-1, 3), domain, order)
-        out = _read_flat(f, flat_pos, padded, order)
+        out = read_flat(f, flat_pos, padded, order)
         out = jnp.where(stray.reshape((-1,) + (1,) * (out.ndim - 1)), jnp.nan, out)
         out = out.reshape(*pos.shape[:-1], *f.shape[3:])
         return out, stray.sum(dtype=jnp.int32).reshape(1, 1)
 
     out, counts = jax.shard_map(
-        local, mesh=device_mesh(domain), in_specs=(_SPEC, _SPEC), out_specs=(_SPEC, _SPEC)
+        local, mesh=domain_mesh(domain), in_specs=(_SPEC, _SPEC), out_specs=(_SPEC, _SPEC)
     )(field, positions)
     return _finish(out, counts.sum(), domain, "read")
 
@@ -216,7 +208,53 @@ def stray_particles(positions: Array, domain: Domain, order: int) -> Array:
         _, stray = _local_coordinates(pos.reshape(-1, 3), domain, order)
         return stray.sum(dtype=jnp.int32).reshape(1, 1)
 
-    counts = jax.shard_map(local, mesh=device_mesh(domain), in_specs=_SPEC, out_specs=_SPEC)(
+    counts = jax.shard_map(local, mesh=domain_mesh(domain), in_specs=_SPEC, out_specs=_SPEC)(
         positions
     )
     return counts.sum()
+
+
+def _needed_halo(pos: Array, domain: Domain, order: int) -> Array:
+    """`(P,)` int32: the smallest halo each particle's stencil needs (0 for NaN positions)."""
+    lx, ly, _ = domain.local_mesh_shape
+    nx, ny, _ = domain.mesh_shape
+    px, py = domain.device_grid
+    below, above = _stencil_reach(order)
+    origin = [jax.lax.axis_index("x") * lx, jax.lax.axis_index("y") * ly]
+    need = jnp.ones(pos.shape[0], jnp.int32)
+    for axis, (n, ln, p) in enumerate(((nx, lx, px), (ny, ly, py))):
+        if p == 1:
+            continue
+        u = pos[:, axis]
+        # the periodic image of u nearest the centre of the slab [0, ln)
+        centre = 0.5 * ln
+        u = jnp.mod(u - origin[axis].astype(u.dtype) - centre + 0.5 * n, n) - 0.5 * n + centre
+        base = jnp.floor(u) if order == 2 else jnp.round(u)
+        reach = jnp.maximum(below - base, base + above - (ln - 1))
+        reach = jnp.where(jnp.isfinite(u), reach, 0.0)
+        need = jnp.maximum(need, reach.astype(jnp.int32))
+    return need
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def stray_statistics(positions: Array, domain: Domain, order: int) -> Array:
+    """`int32 (2,)`: the number of strays among the *finite* positions, and the halo they need.
+
+    Unlike `stray_particles`, NaN positions do not count: after a stray has poisoned a run with
+    NaN, the count stays that of the particles that strayed (not of every particle).
+    """
+
+    def local(pos):
+        flat = pos.reshape(-1, 3)
+        _, stray = _local_coordinates(flat, domain, order)
+        finite = jnp.all(jnp.isfinite(flat), axis=-1)
+        count = jnp.sum(stray & finite, dtype=jnp.int32)
+        need = jnp.max(_needed_halo(flat, domain, order))
+        count = jax.lax.psum(count, ("x", "y"))
+        need = jax.lax.pmax(need, ("x", "y"))
+        return jnp.stack([count, need]).reshape(1, 1, 2)
+
+    stats = jax.shard_map(
+        local, mesh=domain_mesh(domain), in_specs=_SPEC, out_specs=PartitionSpec("x", "y", None)
+    )(positions)
+    return stats[0, 0]

@@ -16,7 +16,6 @@ derivative of a real field there is not real); the finite-difference gradient va
 from __future__ import annotations
 
 import functools
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +23,10 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
+from jpm_core._src._checks import check_kernel_kind, float_dtype
+from jpm_core._src.config import KernelKind
 from jpm_core._src.domain import Domain
-from jpm_core._src.fft import _float_dtype, wavevectors
+from jpm_core._src.fft import wavevectors
 
 __all__ = [
     "gaussian_filter_kernel",
@@ -33,14 +34,6 @@ __all__ = [
     "inverse_laplace_kernel",
     "laplace_kernel",
 ]
-
-KernelKind = Literal["spectral", "finite_difference"]
-_KINDS = ("spectral", "finite_difference")
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in _KINDS:
-        raise ValueError(f"kernel kind must be one of {_KINDS}, got {kind!r}")
 
 
 def _nyquist_mask(n: int, k: Array) -> Array:
@@ -69,7 +62,7 @@ def gradient_kernel(domain: Domain, axis: int, kind: KernelKind = "spectral") ->
     along the Fourier-layout dimension that holds `axis`). Multiply `fft(f)` by it and `ifft` to get `df/dx_axis` in 1/(Mpc/h)
     times the units of `f`.
     """
-    _check_kind(kind)
+    check_kernel_kind("kind", kind)
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
     return _gradient_kernel(domain, axis, kind)
@@ -98,7 +91,7 @@ def laplace_kernel(domain: Domain, kind: KernelKind = "spectral") -> Array:
 
     **Returns:** real array of shape `domain.fourier_shape` in (h/Mpc)^2 (non-positive, 0 at k=0).
     """
-    _check_kind(kind)
+    check_kernel_kind("kind", kind)
     return _laplace_kernel(domain, kind)
 
 
@@ -126,7 +119,7 @@ def inverse_laplace_kernel(domain: Domain, kind: KernelKind = "spectral") -> Arr
     **Returns:** real array of shape `domain.fourier_shape` in (Mpc/h)^2; `phi_k = kernel * delta_k`
     solves `laplacian(phi) = delta` for a zero-mean `delta`.
     """
-    _check_kind(kind)
+    check_kernel_kind("kind", kind)
     return _inverse_laplace_kernel(domain, kind)
 
 
@@ -147,7 +140,7 @@ def gaussian_filter_kernel(domain: Domain, smoothing_scale: ArrayLike) -> Array:
 
     **Returns:** real array of shape `domain.fourier_shape`, 1 at k=0.
     """
-    r_s = jnp.asarray(smoothing_scale, dtype=_float_dtype())
+    r_s = jnp.asarray(smoothing_scale, dtype=float_dtype())
     if r_s.ndim != 0:
         raise ValueError(f"smoothing_scale must be a scalar, got shape {r_s.shape}")
     return _gaussian(domain, r_s)

@@ -29,6 +29,15 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
+from jpm_core._src._checks import (
+    A_MAX,
+    check_domain,
+    check_scale_factor,
+    check_shape,
+    float_dtype,
+    is_concrete,
+)
+from jpm_core._src.config import DEFAULT_FORCES, ForceConfig, check_forces
 from jpm_core._src.cosmology.background import efunc
 from jpm_core._src.cosmology.growth import (
     growth_factor,
@@ -38,23 +47,11 @@ from jpm_core._src.cosmology.growth import (
 )
 from jpm_core._src.cosmology.parameters import Cosmology
 from jpm_core._src.domain import Domain
-from jpm_core._src.fft import _check_domain, _check_shape, _float_dtype, fft, ifft
-from jpm_core._src.kernels import KernelKind, gradient_kernel, inverse_laplace_kernel
+from jpm_core._src.fft import fft, ifft
+from jpm_core._src.kernels import gradient_kernel, inverse_laplace_kernel
 from jpm_core._src.state import ParticleState
 
-__all__ = ["lagrangian_grid", "lpt", "lpt_displacements"]
-
-A_MAX = 1.5
-"""Largest scale factor accepted by `lpt` and `nbody` (the growth tables end at about 1.65)."""
-
-
-def check_scale_factor(name: str, a: object) -> None:
-    """Eager check that a concrete scale factor (or array of them) lies in (0, A_MAX]."""
-    if isinstance(a, jax.core.Tracer):
-        return
-    values = np.asarray(a, dtype=np.float64)
-    if not np.all(np.isfinite(values)) or np.any(values <= 0) or np.any(values > A_MAX):
-        raise ValueError(f"{name} must lie in (0, {A_MAX}], got {a!r}")
+__all__ = ["A_MAX", "lagrangian_grid", "lpt", "lpt_displacements"]
 
 
 def _check_order(order: object) -> int:
@@ -73,8 +70,8 @@ def lagrangian_grid(domain: Domain, dtype: jnp.dtype | None = None) -> Array:
 
     **Returns:** array of shape `(nx, ny, nz, 3)` in mesh units, `grid[i, j, l] = (i, j, l)`.
     """
-    _check_domain(domain)
-    dtype = _float_dtype() if dtype is None else dtype
+    check_domain("domain", domain)
+    dtype = float_dtype() if dtype is None else dtype
     axes = [jnp.arange(n, dtype=dtype) for n in domain.mesh_shape]
     return jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=-1)
 
@@ -84,15 +81,15 @@ def lpt_displacements(
     domain: Domain,
     *,
     order: int = 2,
-    kernel: KernelKind = "spectral",
-    laplace: KernelKind = "spectral",
+    forces: ForceConfig = DEFAULT_FORCES,
 ) -> tuple[Array, ...]:
     """Unit-growth LPT displacement fields `psi1` (and `psi2`) on the Lagrangian grid.
 
     `psi1 = -grad(phi)` and `psi2 = grad(inv_laplace(delta2))`, with `laplacian(phi) =
     linear_delta` and `delta2 = phi_xx phi_yy + phi_xx phi_zz + phi_yy phi_zz - phi_xy^2 - phi_xz^2
-    - phi_yz^2`; derivatives in Fourier space (`kernel` for each derivative, so second derivatives
-    are products of two gradient symbols; `laplace` for the inverse Laplacians). The displacement
+    - phi_yz^2`; derivatives in Fourier space (`forces.kernel` for each derivative, so second
+    derivatives are products of two gradient symbols; `forces.laplace` for the inverse
+    Laplacians; `forces.scheme` is unused). The displacement
     at scale factor a is `D1(a) psi1 + D2(a) psi2` (see `lpt`).
 
     **Arguments:**
@@ -100,25 +97,26 @@ def lpt_displacements(
     - `linear_delta`: linear density contrast at a = 1, real array of shape `domain.mesh_shape`.
     - `domain`: the `Domain`.
     - `order`: 1 or 2 (static).
-    - `kernel`: gradient symbol, `"spectral"` or `"finite_difference"` (see `gradient_kernel`).
-    - `laplace`: Laplacian symbol, `"spectral"` or `"finite_difference"`.
+    - `forces`: a `ForceConfig`: its `kernel` (gradient symbol, see `gradient_kernel`) and
+      `laplace` (Laplacian symbol) are used.
 
     **Returns:** a tuple of `order` arrays of shape `(nx, ny, nz, 3)` in mesh units: `(psi1,)` or
     `(psi1, psi2)`. `psi2` is dimensionless times cells like `psi1` (it is later multiplied by
     the negative `D2`).
     """
-    _check_domain(domain)
+    check_domain("domain", domain)
     order = _check_order(order)
     delta = jnp.asarray(linear_delta)
-    _check_shape("linear_delta", delta, domain.mesh_shape)
+    check_shape("linear_delta", delta, domain.mesh_shape)
     if not jnp.issubdtype(delta.dtype, jnp.floating):
-        delta = delta.astype(_float_dtype())
-    return _displacements(delta, domain, order, kernel, laplace)
+        delta = delta.astype(float_dtype())
+    forces = check_forces("forces", forces)
+    return _displacements(delta, domain, order, forces.kernel, forces.laplace)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def _displacements(
-    delta: Array, domain: Domain, order: int, kernel: KernelKind, laplace: KernelKind
+    delta: Array, domain: Domain, order: int, kernel: str, laplace: str
 ) -> tuple[Array, ...]:
     dtype = delta.dtype
     inv_lap = inverse_laplace_kernel(domain, laplace)
@@ -149,11 +147,6 @@ def _displacements(
     return psi1, psi2
 
 
-def is_concrete(tree: object) -> bool:
-    """Whether no leaf of `tree` is a JAX tracer (its values are known while tracing)."""
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
-
-
 def _growth_coefficients(cosmo: Cosmology, a: Array, order: int) -> Array:
     """`(D1, a^2 E f1 D1[, D2, a^2 E f2 D2])` at the scalar `a`, in the dtype of `a`."""
     dtype = a.dtype
@@ -172,8 +165,8 @@ def _lpt_state(
     coefficients: Array,
     domain: Domain,
     order: int,
-    kernel: KernelKind,
-    laplace: KernelKind,
+    kernel: str,
+    laplace: str,
 ) -> tuple[Array, Array]:
     """Positions and momenta of `lpt` (one compiled program per configuration)."""
     displacements = _displacements(delta, domain, order, kernel, laplace)
@@ -193,8 +186,7 @@ def lpt(
     a: ArrayLike,
     *,
     order: int = 2,
-    kernel: KernelKind = "spectral",
-    laplace: KernelKind = "spectral",
+    forces: ForceConfig = DEFAULT_FORCES,
 ) -> ParticleState:
     """Particles displaced from the Lagrangian grid by 1LPT or 2LPT, with consistent momenta.
 
@@ -212,21 +204,22 @@ def lpt(
     - `domain`: the `Domain` (static).
     - `a`: scale factor of the initial conditions, a scalar in (0, 1.5] (traced allowed).
     - `order`: 1 (Zel'dovich) or 2 (static).
-    - `kernel`, `laplace`: Fourier symbols of the derivatives (see `lpt_displacements`).
+    - `forces`: a `ForceConfig` whose `kernel` and `laplace` are the Fourier symbols of the
+      derivatives (see `lpt_displacements`); pass the one given to `nbody`.
 
     **Returns:** a `ParticleState` with `positions` and `momenta` of shape `(nx, ny, nz, 3)` in
     mesh units (positions not wrapped into the box) and `a` a scalar array (a NumPy scalar when
     `a` is concrete, so that it stays concrete under `jit` and `nbody` can start from it).
     """
-    _check_domain(domain)
+    check_domain("domain", domain)
     order = _check_order(order)
     check_scale_factor("a", a)
     if jnp.ndim(a) != 0:
         raise ValueError(f"a must be a scalar, got shape {tuple(jnp.shape(a))}")
     delta = jnp.asarray(linear_delta)
-    _check_shape("linear_delta", delta, domain.mesh_shape)
+    check_shape("linear_delta", delta, domain.mesh_shape)
     if not jnp.issubdtype(delta.dtype, jnp.floating):
-        delta = delta.astype(_float_dtype())
+        delta = delta.astype(float_dtype())
     a_array = jnp.asarray(a, delta.dtype)
     if is_concrete((cosmo, a)):
         # known numbers (even while tracing an enclosing jit): evaluate the growth functions now,
@@ -235,7 +228,10 @@ def lpt(
             coefficients = _growth_coefficients(cosmo, a_array, order)
     else:
         coefficients = _growth_coefficients(cosmo, a_array, order)
-    positions, momenta = _lpt_state(delta, coefficients, domain, order, kernel, laplace)
+    forces = check_forces("forces", forces)
+    positions, momenta = _lpt_state(
+        delta, coefficients, domain, order, forces.kernel, forces.laplace
+    )
     # A concrete `a` is stored as a NumPy scalar: it stays concrete inside `jit`, so that `nbody`
     # can read the start of its time grid from the state without an explicit `a_init`.
     a_leaf = a if isinstance(a, jax.core.Tracer) else np.asarray(a, dtype=np.dtype(delta.dtype))

@@ -25,11 +25,12 @@ leapfrog factors `da / (a^3 E)` and `da / (a^2 E)`.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,32 +38,40 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
-from jpm_core._src.adjoint import integrate_adjoint, integrate_scan
+from jpm_core._src._checks import check_domain, check_scale_factor, is_concrete
+from jpm_core._src.adjoint import (
+    Schedule,
+    StepFactors,
+    Trajectory,
+    integrate_adjoint,
+    integrate_scan,
+)
+from jpm_core._src.config import (
+    DEFAULT_FORCES,
+    Adjoint,
+    Checkpointed,
+    Direct,
+    ForceConfig,
+    check_forces,
+    check_gradient,
+)
 from jpm_core._src.cosmology.background import efunc
 from jpm_core._src.cosmology.growth import growth_factor, growth_rate
 from jpm_core._src.cosmology.parameters import Cosmology
 from jpm_core._src.domain import Domain
-from jpm_core._src.fft import _check_domain
-from jpm_core._src.forces import pm_forces
-from jpm_core._src.kernels import KernelKind
-from jpm_core._src.lpt import check_scale_factor, is_concrete
-from jpm_core._src.painting import Scheme
+from jpm_core._src.forces import PotentialFilter, pm_forces
+from jpm_core._src.halo import stray_statistics
+from jpm_core._src.progress import StepProgress
 from jpm_core._src.state import ParticleState
 
-__all__ = ["NBodyResult", "nbody", "nbody_vector_field"]
-
-PotentialFilter = Callable[[Array, Array], ArrayLike]
-"""`(kmag, a) -> multiplier` of the potential in Fourier space (see `nbody`)."""
+__all__ = ["NBodyResult", "Observer", "nbody", "nbody_vector_field"]
 
 Observer = Callable[[ParticleState, Array, Array, Any], Any]
 """`(state, a_start, a_end, carry) -> carry`, called once per step (see `nbody`)."""
 
-Gradient = Literal["adjoint", "checkpoint", "autodiff"]
-"""How `nbody` is differentiated in reverse mode (see `nbody`)."""
-
-_GRADIENTS = ("adjoint", "checkpoint", "autodiff")
 _SNAPSHOT_RTOL = 1e-6
 _MIN_FACTOR_BATCH = 64
+_LATTICE_SPACING_RTOL = 0.5  # a lattice spacing off by more than this factor is a unit mix-up
 
 
 class NBodyResult(NamedTuple):
@@ -133,11 +142,50 @@ def _warn_spectral_on_coarse_lattice(state: ParticleState, domain: Domain, kerne
             f"a {tuple(x.shape[:3])} particle lattice on a finer {domain.mesh_shape} force mesh "
             "with the spectral gradient kernel: the lattice's harmonics near the mesh Nyquist "
             "frequency alias into large-scale forces (a fundamental-mode plane wave grows 15% too "
-            "little with a factor 2). Pass kernel='finite_difference' and "
-            "laplace='finite_difference' (FastPM's choice with a finer force mesh).",
+            "little with a factor 2). Pass forces=ForceConfig(kernel='finite_difference', "
+            "laplace='finite_difference') (FastPM's choice with a finer force mesh).",
             UserWarning,
             stacklevel=3,
         )
+
+
+def _check_lattice_units(state: ParticleState, domain: Domain) -> None:
+    """Eager check that a Lagrangian lattice is expressed in the cells of `domain`.
+
+    A `(a, b, c, 3)` lattice on a `(nx, ny, nz)` mesh must have its particles spaced by `nx / a`
+    cells along x (and so on): positions in the cells of another domain (e.g. an `8^3` LPT state
+    run on a `16^3` mesh without `rescale_state`) fill only part of the box and give a finite,
+    wrong answer. The spacing is the least-squares slope of the mean position of each lattice
+    plane against its index (displacements barely change it); it must lie within a factor
+    `1 + _LATTICE_SPACING_RTOL` of the expected one.
+    """
+    x = state.positions
+    if x.ndim != 4 or not is_concrete(x):
+        return
+    with jax.ensure_compile_time_eval():  # a concrete state stays concrete inside jit
+        x = jnp.asarray(x)
+    for axis in range(3):
+        n_lattice = x.shape[axis]
+        if n_lattice < 2:
+            continue
+        other = tuple(i for i in range(3) if i != axis)
+        with jax.ensure_compile_time_eval():  # a concrete state stays concrete inside jit
+            planes = np.asarray(jnp.mean(x[..., axis], axis=other), dtype=np.float64)
+        if not np.all(np.isfinite(planes)):
+            raise ValueError(f"state.positions has non-finite values along axis {axis}")
+        index = np.arange(n_lattice, dtype=np.float64) - 0.5 * (n_lattice - 1)
+        spacing = float(np.sum(index * (planes - planes.mean())) / np.sum(index * index))
+        expected = domain.mesh_shape[axis] / n_lattice
+        ratio = spacing / expected
+        if not (1 / (1 + _LATTICE_SPACING_RTOL) <= ratio <= 1 + _LATTICE_SPACING_RTOL):
+            raise ValueError(
+                f"state.positions is a {tuple(x.shape[:3])} lattice whose particles are spaced "
+                f"by {spacing:.3g} cells along axis {axis}, but on domain.mesh_shape="
+                f"{domain.mesh_shape} they must be spaced by {expected:.3g} cells: the state is "
+                "in the cells of another Domain. Positions and momenta are in mesh units: "
+                "express the state in the cells of the force mesh with "
+                "jpm_core.rescale_state(state, particle_domain, domain)"
+            )
 
 
 def _time_grid(
@@ -196,7 +244,7 @@ def _snapshot_slots(grid: np.ndarray, snapshots: np.ndarray) -> tuple[np.ndarray
 
 
 # ------------------------------------------------------------------------------- the physics
-def _step_factors(cosmo: Cosmology, grid: np.ndarray, dtype: jnp.dtype) -> dict[str, Array]:
+def _step_factors(cosmo: Cosmology, grid: np.ndarray, dtype: jnp.dtype) -> StepFactors:
     """Kick and drift factors of every step (arrays of shape `(n_steps,)`)."""
     n = grid.size - 1
     a0, a1 = grid[:-1], grid[1:]
@@ -211,54 +259,104 @@ def _step_factors(cosmo: Cosmology, grid: np.ndarray, dtype: jnp.dtype) -> dict[
     g_f = 1.5 * jnp.asarray(cosmo.Omega_m, dtype) * d1
     d_0, d_1 = d1[:n], d1[n : 2 * n]
     gp_0, gp_1, gp_h = g_p[:n], g_p[n : 2 * n], g_p[2 * n : 3 * n]
-    return {
-        "kick_first": (gp_h - gp_0) / g_f[:n],
-        "drift": (d_1 - d_0) / gp_h,
-        "kick_second": (gp_1 - gp_h) / g_f[n : 2 * n],
-    }
+    return StepFactors(
+        kick_first=(gp_h - gp_0) / g_f[:n],
+        drift=(d_1 - d_0) / gp_h,
+        kick_second=(gp_1 - gp_h) / g_f[n : 2 * n],
+    )
+
+
+def _force_domain(domain: Domain) -> Domain:
+    """The domain the forces of `nbody` are painted on: strays are reported by `nbody` itself.
+
+    Distributed painting poisons its mesh with NaN either way; `nbody` prints its own warning
+    (naming the step, counting only finite strays) instead of one per paint and read.
+    """
+    if domain.is_distributed and domain.on_stray != "nan":
+        return dataclasses.replace(domain, on_stray="nan")
+    return domain
 
 
 def _force_function(
     cosmo: Cosmology,
     domain: Domain,
+    forces: ForceConfig,
     potential_filter: PotentialFilter | None,
-    kernel: KernelKind,
-    laplace: KernelKind,
-    scheme: Scheme,
-) -> Callable[[Array, Array], Array]:
-    def force(positions: Array, a: Array) -> Array:
-        filt = None if potential_filter is None else (lambda kmag: potential_filter(kmag, a))
+) -> Callable[[Array, Array, Any], Array]:
+    """`(positions, a, filter_params) -> F`, the acceleration `(3 Omega_m / 2) pm_forces`."""
+    force_domain = _force_domain(domain)
+
+    def force(positions: Array, a: Array, params: Any) -> Array:
         pm = pm_forces(
             positions,
-            domain,
-            kernel=kernel,
-            laplace=laplace,
-            scheme=scheme,
-            potential_filter=filt,
+            force_domain,
+            forces=forces,
+            potential_filter=potential_filter,
+            filter_params=params,
+            a=None if potential_filter is None else a,
         )
         return (1.5 * jnp.asarray(cosmo.Omega_m, pm.dtype)) * pm.astype(positions.dtype)
 
     return force
 
 
-def _progress(step: Array, n_steps: int) -> None:
-    def report(i):
-        i = int(i) + 1
-        end = "\n" if i == n_steps else ""
-        print(f"\rnbody: step {i}/{n_steps}", end=end, file=sys.stderr, flush=True)
+def _stray_message(boundary: int, n_steps: int, count: int, needed: int, domain: Domain) -> str:
+    where = "the initial state" if boundary == 0 else f"step {boundary} of {n_steps}"
+    return (
+        f"jpm_core.nbody: at {where}, {count} particle(s) moved more than halo={domain.halo} "
+        f"cell(s) outside the mesh slab of the device that holds them (device_grid="
+        f"{domain.device_grid!r}, mesh_shape={domain.mesh_shape!r}); they need halo >= {needed}. "
+        "Pass Domain(..., halo=...) (at most the local slab width) or take more time steps"
+    )
 
-    jax.debug.callback(report, step)
+
+def _stray_monitor(domain: Domain, forces: ForceConfig, n_steps: int):
+    """The monitor of a distributed run: finite strays and the halo needed, at every boundary."""
+
+    def monitor(positions: Array, boundary: Array) -> Array:
+        stats = stray_statistics(positions, domain, forces.order)
+        if domain.on_stray == "warn":
+
+            def report(i, stats):
+                count, needed = int(stats[0]), int(stats[1])
+                if count:
+                    message = _stray_message(int(i), n_steps, count, needed, domain)
+                    print(f"WARNING: {message}; the result is NaN", file=sys.stderr)
+
+            jax.debug.callback(report, boundary, stats)
+        return stats
+
+    return monitor
 
 
-def _progress_backward(boundary: Array, n_steps: int) -> None:
-    def report(i):
-        i = n_steps - int(i)  # boundary n_steps - k closes the k-th reversed step
-        if i == 0:
-            return
-        end = "\n" if i == n_steps else ""
-        print(f"\rnbody adjoint: step {i}/{n_steps}", end=end, file=sys.stderr, flush=True)
+def _raise_on_strays(stats: Any, n_steps: int, domain: Domain) -> None:
+    """Eagerly (concrete statistics): a `RuntimeError` naming the first step with strays."""
+    if stats is None or not is_concrete(stats):
+        return
+    stats = np.asarray(stats)
+    bad = np.flatnonzero(stats[:, 0] > 0)
+    if bad.size:
+        i = int(bad[0])
+        raise RuntimeError(
+            _stray_message(i, n_steps, int(stats[i, 0]), int(stats[i, 1]), domain)
+            + "; the run would be NaN from this step on"
+        )
 
-    jax.debug.callback(report, boundary)
+
+def _integrate(gradient, *args, **kwargs) -> Trajectory:
+    if isinstance(gradient, Adjoint):
+        try:
+            return integrate_adjoint(*args, **kwargs)
+        except TypeError as error:
+            if "forward-mode" not in str(error) and "jvp" not in str(error):
+                raise
+            raise TypeError(
+                "nbody(..., gradient=Adjoint()) (the default) has no forward mode: jax.jvp and "
+                "jax.jacfwd (of anything but a reverse-mode gradient) need "
+                "gradient=jpm_core.Direct() (or jpm_core.Checkpointed()); reverse mode "
+                "(jax.grad, jax.vjp, jax.jacrev) and jax.hessian (forward over reverse) work"
+            ) from error
+    return integrate_scan(*args, checkpoint=isinstance(gradient, Checkpointed), **kwargs)
 
 
 def nbody(
@@ -269,14 +367,13 @@ def nbody(
     *,
     steps: int | Sequence[float],
     a_init: float | None = None,
+    forces: ForceConfig = DEFAULT_FORCES,
+    gradient: Adjoint | Checkpointed | Direct = Adjoint(),  # noqa: B008 (frozen, immutable)
     potential_filter: PotentialFilter | None = None,
+    filter_params: Any = None,
     observer: Observer | None = None,
     observer_init: Any = None,
-    gradient: Gradient = "adjoint",
     progress: bool = False,
-    kernel: KernelKind = "spectral",
-    laplace: KernelKind = "spectral",
-    scheme: Scheme = "cic",
 ) -> NBodyResult:
     """Integrate particles with the FastPM kick-drift-kick scheme and return snapshots.
 
@@ -291,77 +388,106 @@ def nbody(
     1e-6), otherwise `ValueError`; a snapshot at the initial scale factor returns the input state.
     The grid is static configuration: a new grid recompiles.
 
-    **Gradients.** Reverse mode (`jax.grad`, `jax.vjp`) follows `gradient`:
+    **Gradients** follow `gradient`, one of three objects:
 
-    - `"adjoint"` (default): the reverse-time adjoint of pmwd (Li et al. 2022). The step is
+    - `Adjoint()` (default): the reverse-time adjoint of pmwd (Li et al. 2022). The step is
       time-reversible, so the backward pass runs the steps backwards from the final state,
       reconstructing `(positions, momenta, force)` at every step boundary, and applies the VJP
       of one step at a time: memory and compile time do not depend on the number of steps, and
       the cost is one force evaluation and one force VJP per step. Cotangents flow to the
-      initial state, the cosmology (through the kick/drift factors and `Omega_m`), and to every
-      traced value `potential_filter` and `observer` close over (hoisted with
-      `jax.closure_convert`). The reconstruction differs from the forward trajectory by
-      round-off (float32, 64^3, 10-40 steps: 7e-6 of the RMS displacement), which only enters
-      the gradient. Reverse mode only: `jax.jvp`/`jax.jacfwd` need
-      `"checkpoint"` or `"autodiff"`. The observer is exactly differentiated when its update
+      initial state, the cosmology (through the kick/drift factors and `Omega_m`),
+      `filter_params`, and every traced value `potential_filter` and `observer` close over
+      (hoisted with `jax.closure_convert`). The reconstruction differs from the forward
+      trajectory by round-off (float32, 64^3, 10-40 steps: 7e-6 of the RMS displacement), which
+      only enters the gradient. No forward mode: `jax.jvp`/`jax.jacfwd` raise a `TypeError`
+      pointing to `Direct()`; `jax.hessian` (forward over reverse) differentiates the backward
+      pass and works (it equals `Direct()`'s Hessian to round-off). The observer is exactly differentiated when its update
       is affine in the floating leaves of its carry with a Jacobian that does not depend on
       their values (`carry + g(state)`, `carry.at[i].add(g(state))`, `carry.at[i].set(...)`,
       `i` from `a_start`/`a_end` or an integer leaf of the carry: lightcone planes); the
       carry's integer leaves are recorded at every step (keep them small). Other observers
-      raise `ValueError` when the gradient is traced: use `"checkpoint"`.
-    - `"checkpoint"`: each step is wrapped in `jax.checkpoint`: the backward pass stores the
+      raise `ValueError` when the gradient is traced: use `Checkpointed()`.
+    - `Checkpointed()`: each step is wrapped in `jax.checkpoint`: the backward pass stores the
       carried `(positions, momenta, force)` per step (`9 * n_particles` floats per step) and
-      recomputes the step's intermediates (painting, FFTs).
-    - `"autodiff"`: a plain `lax.scan`: every step's intermediates are stored.
+      recomputes the step's intermediates (painting, FFTs). Forward and reverse mode.
+    - `Direct()`: plain autodiff through the `lax.scan`: every step's intermediates are stored.
+      Forward mode (`jax.jvp`, `jax.jacfwd`, `jax.hessian`: Fisher matrices of a few
+      parameters) and reverse mode.
 
     Snapshots are written into a buffer carried through the scan by a linear update, which adds
     nothing per step to the backward pass.
+
+    **What an observer sees.** `observer(state, a_start, a_end, carry)` is called once per step,
+    in order, after the step's second kick: `state` is the `ParticleState` at the *end* of the
+    step (`state.a == a_end`; positions after the drift, momenta after both kicks, in mesh units
+    of `domain`, not wrapped), `[a_start, a_end]` the step's interval (scalar arrays of the
+    positions' dtype; consecutive intervals tile `[a_init, a_final]`), and `carry` the value it
+    returned at the previous step (`observer_init` at the first). It is not called at the initial
+    state. Under every gradient method the forward pass calls it on the exact forward
+    trajectory; under `Adjoint()` the backward pass evaluates its VJP at the reconstructed state
+    (equal to round-off). It must be a pure function of its arguments (it runs inside `scan`);
+    `carry` is any PyTree of fixed structure, shapes and dtypes. Under `Direct()`/`Checkpointed()`
+    its intermediates are kept per step: wrap it in `jax.checkpoint` if they are large.
+
+    **Distributed runs.** On a device grid a particle further than `domain.halo` cells from its
+    device's slab cannot be painted. Eagerly (concrete inputs), `nbody` raises a `RuntimeError`
+    after the scan, naming the first step where it happened, how many particles strayed and the
+    halo they need; inside `jit` the result is NaN from that step on and, with
+    `domain.on_stray == "warn"`, a warning with the same content is printed from the host (the
+    count is that of finite positions: it is not inflated by the NaN that follows).
 
     **Arguments:**
 
     - `cosmo`: the `Cosmology` (traced; differentiable).
     - `state`: the initial `ParticleState` (e.g. from `jpm_core.lpt`), positions and momenta of
-      shape `(..., 3)` in mesh units; a 4-D `(nx, ny, nz, 3)` Lagrangian lattice must match
-      `domain.mesh_shape` or divide it (a force mesh finer than the particle grid by an integer
-      factor per axis, see `jpm_core.rescale_state`; with `kernel="spectral"` that warns, as the
-      lattice harmonics alias into large-scale forces: use the finite-difference kernels).
+      shape `(..., 3)` in mesh units of `domain`; a 4-D `(nx, ny, nz, 3)` Lagrangian lattice
+      must match `domain.mesh_shape` or divide it (a force mesh finer than the particle grid by
+      an integer factor per axis, after `jpm_core.rescale_state`; with the spectral kernel that
+      warns, as the lattice harmonics alias into large-scale forces: use the finite-difference
+      kernels). A concrete lattice whose spacing is not `mesh_shape / lattice_shape` cells (a
+      state in the cells of another domain) raises `ValueError` pointing to `rescale_state`.
     - `domain`: the `Domain` of the force mesh (static).
     - `a_snapshots`: scale factor(s) of the snapshots, strictly increasing, in (0, 1.5] (static).
     - `steps`: number of steps (int >= 1, uniform in a) or the sequence of step boundaries.
     - `a_init`: the initial scale factor, needed when `state.a` is traced (e.g. `state` is an
       argument of a jitted function) and `steps` is an int; checked against `state.a` when both
       are concrete.
-    - `potential_filter`: optional `(kmag, a) -> multiplier` applied to the Fourier-space
-      potential at every force evaluation, `kmag` the `|k|` array in h/Mpc of shape
-      `domain.fourier_shape`, `a` the scalar scale factor of the force; a scalar or an array of
-      that shape. It may close over traced parameters: gradients flow through it. A multiplier of
-      0 switches gravity off.
-    - `observer`: optional `(state, a_start, a_end, carry) -> carry`, called once per step, in
-      order, with the `ParticleState` at the *end* of the step (`state.a == a_end`) and the
-      step's interval `[a_start, a_end]` (scalar arrays): consecutive intervals tile
-      `[a_init, a_final]`. It must be a pure function of its arguments (it runs inside `scan`);
-      `carry` is any PyTree of fixed structure, shapes and dtypes. Under
-      `gradient="autodiff"`/`"checkpoint"` its intermediates are kept per step: wrap it in
-      `jax.checkpoint` if they are large; see above for `"adjoint"`.
+    - `forces`: the `ForceConfig` of `jpm_core.pm_forces` (kernel, Laplacian, scheme).
+    - `gradient`: `Adjoint()` (default), `Checkpointed()` or `Direct()` (see above).
+    - `potential_filter`: optional `(k, a, params) -> multiplier` applied to the Fourier-space
+      potential at every force evaluation (see `jpm_core.PotentialFilter`): `k` the `|k|` array
+      in h/Mpc of shape `domain.fourier_shape`, `a` the scalar scale factor of the force,
+      `params` the `filter_params`; a scalar or an array of that shape. A multiplier of 0
+      switches gravity off; a NaN one makes the result NaN.
+    - `filter_params`: the PyTree passed to `potential_filter` (e.g. a learned filter's
+      weights); every gradient method differentiates with respect to it.
+    - `observer`: optional `(state, a_start, a_end, carry) -> carry` (see above).
     - `observer_init`: the initial carry of `observer`.
-    - `gradient`: `"adjoint"` (default), `"checkpoint"` or `"autodiff"` (see above).
-    - `progress`: print `nbody: step i/n` to stderr as the steps run (through
-      `jax.debug.callback`; works under `jit`), and `nbody adjoint: step i/n` as the adjoint's
-      backward pass reverses them; off by default.
-    - `kernel`, `laplace`, `scheme`: passed to `jpm_core.pm_forces`.
+    - `progress`: show a `rich` progress bar on stderr (step `i/n`, elapsed time, ETA) as the
+      steps run, fed by `jax.debug.callback` from inside the scan (works under `jit`; under
+      `vmap` one bar per call), and a second one, `nbody adjoint`, as the adjoint's backward pass
+      reverses them; off by default.
 
     **Returns:** an `NBodyResult` `(snapshots, observer_carry)`.
 
     **Raises:** `ValueError`/`TypeError` eagerly: snapshots not strictly increasing, a scale factor
     outside (0, 1.5], `steps < 1`, a snapshot that is not a step boundary, a state whose shapes
-    do not match each other or the domain, `state.a` differing from the start of the grid, an
-    unknown `gradient`.
+    or units do not match each other or the domain, `state.a` differing from the start of the
+    grid, a `gradient` that is not one of the three objects, a `forces` that is not a
+    `ForceConfig`; `TypeError` for forward-mode differentiation under `Adjoint()`;
+    `RuntimeError` for an eager distributed run whose particles outgrow the halo.
     """
-    if not isinstance(gradient, str) or gradient not in _GRADIENTS:
-        raise ValueError(f"gradient must be one of {_GRADIENTS}, got {gradient!r}")
-    _check_domain(domain)
+    gradient = check_gradient("gradient", gradient)
+    forces = check_forces("forces", forces)
+    check_domain("domain", domain)
+    if potential_filter is not None and not callable(potential_filter):
+        raise TypeError(
+            "potential_filter must be a callable (k, a, params) -> multiplier, got "
+            f"{type(potential_filter).__name__}"
+        )
     state = _check_state(state, domain)
-    _warn_spectral_on_coarse_lattice(state, domain, kernel)
+    _check_lattice_units(state, domain)
+    _warn_spectral_on_coarse_lattice(state, domain, forces.kernel)
     snapshots = _as_increasing("a_snapshots", a_snapshots)
     if a_init is not None:
         check_scale_factor("a_init", a_init)
@@ -384,36 +510,44 @@ def nbody(
             factors = _step_factors(cosmo, grid, dtype)
     else:
         factors = _step_factors(cosmo, grid, dtype)
-    force = _force_function(cosmo, domain, potential_filter, kernel, laplace, scheme)
+    force = _force_function(cosmo, domain, forces, potential_filter)
+    flat_observer = None
+    if observer is not None:
 
-    integrate_args = (force, observer, x0, p0, factors, slots, n_snap, observer_init)
-    report = (lambda i: _progress(i, n_steps)) if progress else None
-    if gradient == "adjoint":
-        report_backward = (lambda i: _progress_backward(i, n_steps)) if progress else None
-        buf_x, buf_p, obs = integrate_adjoint(
-            *integrate_args, a_grid=grid, progress=report, progress_backward=report_backward
-        )
-    else:
-        buf_x, buf_p, obs = integrate_scan(
-            *integrate_args, a_grid=grid, checkpoint=gradient == "checkpoint", progress=report
-        )
+        def flat_observer(x, p, a0, a1, carry):
+            return observer(ParticleState(x, p, a1), a0, a1, carry)
+
+    monitor = _stray_monitor(domain, forces, n_steps) if domain.is_distributed else None
+    trajectory = _integrate(
+        gradient,
+        force,
+        flat_observer,
+        x0,
+        p0,
+        filter_params,
+        factors,
+        Schedule(a_grid=grid, slots=slots, n_snap=n_snap),
+        observer_init,
+        monitor=monitor,
+        progress=StepProgress(n_steps) if progress else None,
+    )
+    _raise_on_strays(trajectory.monitor, n_steps, domain)
+    buf_x, buf_p = trajectory.buf_x, trajectory.buf_p
     if at_start:
         buf_x = buf_x.at[0].set(x0)
         buf_p = buf_p.at[0].set(p0)
     snaps = ParticleState(
         positions=buf_x[:n_snap], momenta=buf_p[:n_snap], a=jnp.asarray(snapshots, dtype)
     )
-    return NBodyResult(snapshots=snaps, observer_carry=obs)
+    return NBodyResult(snapshots=snaps, observer_carry=trajectory.observer_carry)
 
 
 def nbody_vector_field(
     cosmo: Cosmology,
     domain: Domain,
     *,
+    forces: ForceConfig = DEFAULT_FORCES,
     potential_filter: PotentialFilter | None = None,
-    kernel: KernelKind = "spectral",
-    laplace: KernelKind = "spectral",
-    scheme: Scheme = "cic",
 ) -> Callable[[ArrayLike, tuple[Array, Array], Any], tuple[Array, Array]]:
     """The equations of motion as a vector field `(a, (x, p), args) -> (dx/da, dp/da)`.
 
@@ -426,19 +560,22 @@ def nbody_vector_field(
 
     - `cosmo`: the `Cosmology` (closed over; differentiable).
     - `domain`: the `Domain` of the force mesh.
-    - `potential_filter`, `kernel`, `laplace`, `scheme`: as in `nbody`.
+    - `forces`, `potential_filter`: as in `nbody`.
 
     **Returns:** a function `(a, (positions, momenta), args) -> (dx/da, dp/da)`, `a` a scalar,
-    positions and momenta `(..., 3)` in mesh units; `args` is ignored.
+    positions and momenta `(..., 3)` in mesh units; `args` is the `filter_params` of
+    `potential_filter` (pass them as `diffrax.diffeqsolve(..., args=filter_params)`, so that
+    diffrax's adjoints, e.g. `BacksolveAdjoint`, differentiate with respect to them; ignored
+    without a filter).
     """
-    _check_domain(domain)
-    force = _force_function(cosmo, domain, potential_filter, kernel, laplace, scheme)
+    check_domain("domain", domain)
+    forces = check_forces("forces", forces)
+    force = _force_function(cosmo, domain, forces, potential_filter)
 
     def vector_field(a, y, args):
-        del args
         x, p = y
         a = jnp.asarray(a, x.dtype)
         e = efunc(cosmo, a).astype(x.dtype)
-        return p / (a**3 * e), force(x, a) / (a**2 * e)
+        return p / (a**3 * e), force(x, a, args) / (a**2 * e)
 
     return vector_field

@@ -19,8 +19,9 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
+from jpm_core._src._checks import check_domain, check_shape, float_dtype
 from jpm_core._src.domain import Domain
-from jpm_core._src.fft import _check_domain, _check_shape, _float_dtype, fft, wavenumbers
+from jpm_core._src.fft import fft, wavenumbers
 from jpm_core._src.painting import mass_assignment_window
 
 __all__ = ["PowerSpectrum", "cross_correlation", "default_k_edges", "power_spectrum"]
@@ -72,7 +73,7 @@ def _mode_multiplicity(domain: Domain) -> np.ndarray:
 
 
 def _binned(values: Array, domain: Domain, k_edges: ArrayLike) -> PowerSpectrum:
-    return _binned_jit(values, domain, jnp.asarray(k_edges, dtype=_float_dtype()))
+    return _binned_jit(values, domain, jnp.asarray(k_edges, dtype=float_dtype()))
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -99,7 +100,7 @@ def _binned_jit(values: Array, domain: Domain, edges: Array) -> PowerSpectrum:
 
 def _prepare(field: ArrayLike, domain: Domain, deconvolve: str | None) -> Array:
     field = jnp.asarray(field)
-    _check_shape("field", field, domain.mesh_shape)
+    check_shape("field", field, domain.mesh_shape)
     field_k = fft(field, domain)
     if deconvolve is not None:
         field_k = field_k / mass_assignment_window(domain, deconvolve)
@@ -136,7 +137,7 @@ def power_spectrum(
     [(Mpc/h)^3 times the squared units of the fields] and the mode counts. The statistical error
     of a Gaussian field's `P` is about `P * sqrt(2 / n_modes)`.
     """
-    _check_domain(domain)
+    check_domain("domain", domain)
     if deconvolve not in (None, "cic", "tsc"):
         raise ValueError(f"deconvolve must be None, 'cic' or 'tsc', got {deconvolve!r}")
     if k_edges is None:
@@ -187,7 +188,7 @@ def cross_correlation(
 
     **Returns:** a `PowerSpectrum` whose `power` is the dimensionless `r(k)` in [-1, 1].
     """
-    _check_domain(domain)
+    check_domain("domain", domain)
     if k_edges is None:
         k_edges = default_k_edges(domain, n_bins)
     a_k = _prepare(field, domain, None)

@@ -43,8 +43,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
+
+from jpm_core._src.device_mesh import (
+    AXES,
+    as_device_grid,
+    device_mesh,
+    fourier_sharding,
+    real_sharding,
+)
 
 __all__ = [
     "check_rfft_layout",
@@ -56,18 +64,7 @@ __all__ = [
     "rfft_wavevectors",
 ]
 
-_AXES = ("x", "y")
-
-
-def _as_grid(device_grid: object) -> tuple[int, int]:
-    if not isinstance(device_grid, Sequence) or len(device_grid) != 2:
-        raise ValueError(f"device_grid must be a pair (px, py), got {device_grid!r}")
-    if any(isinstance(g, bool) or not isinstance(g, numbers.Integral) for g in device_grid):
-        raise TypeError(f"device_grid must contain Python ints, got {device_grid!r}")
-    px, py = int(device_grid[0]), int(device_grid[1])
-    if px < 1 or py < 1:
-        raise ValueError(f"device_grid entries must be >= 1, got {device_grid!r}")
-    return px, py
+_AXES = AXES
 
 
 def _as_shape(mesh_shape: object) -> tuple[int, int, int]:
@@ -93,7 +90,7 @@ def check_rfft_layout(mesh_shape: Sequence[int], device_grid: Sequence[int]) -> 
     `px * py` devices are visible (`nz` is free: it is never split). `TypeError` for non-ints.
     """
     nx, ny, _ = _as_shape(mesh_shape)
-    px, py = _as_grid(device_grid)
+    px, py = as_device_grid(device_grid)
     n_dev = px * py
     for axis, n in ((0, nx), (1, ny)):
         if n % n_dev:
@@ -107,37 +104,6 @@ def check_rfft_layout(mesh_shape: Sequence[int], device_grid: Sequence[int]) -> 
             f"device_grid={(px, py)!r} needs {n_dev} devices, "
             f"but only {jax.device_count()} are visible"
         )
-
-
-@functools.cache
-def _mesh(device_grid: tuple[int, int]) -> Mesh:
-    px, py = device_grid
-    devices = np.asarray(jax.devices()[: px * py], dtype=object).reshape(px, py)
-    return Mesh(devices, _AXES)
-
-
-def real_sharding(device_grid: Sequence[int]) -> NamedSharding:
-    """Sharding of a real mesh field: `P("x", "y")` over the `(px, py)` mesh of the first devices.
-
-    **Arguments:**
-
-    - `device_grid`: `(px, py)`.
-
-    **Returns:** a `NamedSharding` (the same as `jpm_core`'s pencil sharding of real fields).
-    """
-    return NamedSharding(_mesh(_as_grid(device_grid)), PartitionSpec(*_AXES))
-
-
-def fourier_sharding(device_grid: Sequence[int]) -> NamedSharding:
-    """Sharding of `prfft3d`'s output: `P(None, ("x", "y"), None)`, ky split over all devices.
-
-    **Arguments:**
-
-    - `device_grid`: `(px, py)`.
-
-    **Returns:** a `NamedSharding` over the same mesh as `real_sharding(device_grid)`.
-    """
-    return NamedSharding(_mesh(_as_grid(device_grid)), PartitionSpec(None, _AXES, None))
 
 
 def _forward_block(block: Array) -> Array:
@@ -164,7 +130,7 @@ def _inverse_block(block: Array, nz: int) -> Array:
 def _prfft3d(field: Array, device_grid: tuple[int, int]) -> Array:
     if device_grid == (1, 1):
         return jnp.fft.rfftn(field, axes=(0, 1, 2))
-    mesh = _mesh(device_grid)
+    mesh = device_mesh(device_grid)
     field = jax.lax.with_sharding_constraint(field, NamedSharding(mesh, PartitionSpec(*_AXES)))
     return jax.shard_map(
         _forward_block,
@@ -178,7 +144,7 @@ def _prfft3d(field: Array, device_grid: tuple[int, int]) -> Array:
 def _pirfft3d(field_k: Array, device_grid: tuple[int, int], nz: int) -> Array:
     if device_grid == (1, 1):
         return jnp.fft.irfftn(field_k, s=(*field_k.shape[:2], nz), axes=(0, 1, 2))
-    mesh = _mesh(device_grid)
+    mesh = device_mesh(device_grid)
     field_k = jax.lax.with_sharding_constraint(
         field_k, NamedSharding(mesh, PartitionSpec(None, _AXES, None))
     )
@@ -213,7 +179,7 @@ def prfft3d(field: ArrayLike, device_grid: Sequence[int]) -> Array:
         raise TypeError(f"prfft3d expects a real field, got dtype {field.dtype}")
     if not jnp.issubdtype(field.dtype, jnp.floating):
         field = field.astype(jnp.result_type(float))
-    grid = _as_grid(device_grid)
+    grid = as_device_grid(device_grid)
     check_rfft_layout(field.shape, grid)
     return _prfft3d(field, grid)
 
@@ -245,7 +211,7 @@ def pirfft3d(field_k: ArrayLike, device_grid: Sequence[int], mesh_shape: Sequenc
         )
     if not jnp.iscomplexobj(field_k):
         field_k = field_k.astype(jnp.result_type(1j))
-    grid = _as_grid(device_grid)
+    grid = as_device_grid(device_grid)
     check_rfft_layout(shape, grid)
     return _pirfft3d(field_k, grid, shape[2])
 

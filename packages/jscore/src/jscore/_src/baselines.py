@@ -12,7 +12,7 @@ from jax import Array
 
 from ._checks import check_int, check_positive, check_scalar, concrete
 from ._fourier import apply_fourier_multiplier, rfft_shape
-from .noise import AbstractNoise
+from .noise import AbstractNoise, prepare_data
 from .prior import GaussianFieldPrior
 from .sampler import _check_problem
 
@@ -167,8 +167,8 @@ def wiener_filter_cg(
     """The Wiener filter (posterior mean for a Gaussian prior) for any linear operator and noise
     model: solves `(C^-1 + A^T Sigma^-1 A) x = A^T Sigma^-1 y` by preconditioned conjugate gradients.
 
-    Handles masks (infinite or huge noise variance, or `jscore.MaskOperator`) and non-stationary or
-    Fourier-diagonal noise. The preconditioner is `(C^-1 + lambda I)^-1`, Fourier-diagonal, with
+    Handles masks (infinite or huge noise variance, or `jscore.MaskOperator`; with infinite variance
+    the data there may be NaN, the survey convention) and non-stationary or Fourier-diagonal noise. The preconditioner is `(C^-1 + lambda I)^-1`, Fourier-diagonal, with
     `lambda = trace(Sigma^-1) / n_pixels`.
 
     **Arguments:**
@@ -184,7 +184,7 @@ def wiener_filter_cg(
     `(mean, CGInfo)`.
     """
     x_struct = _check_wiener_problem(forward_op, adjoint_op, noise, prior, y)
-    y = jnp.asarray(y, x_struct.dtype)
+    y = prepare_data(noise, jnp.asarray(y, x_struct.dtype))
     matvec, preconditioner = _wiener_system(forward_op, adjoint_op, noise, prior)
     b = adjoint_op(noise.apply_precision(y))
     return conjugate_gradient(
@@ -218,7 +218,7 @@ def wiener_filter_sample(
     """
     x_struct = _check_wiener_problem(forward_op, adjoint_op, noise, prior, y)
     dtype = x_struct.dtype
-    y = jnp.asarray(y, dtype)
+    y = prepare_data(noise, jnp.asarray(y, dtype))
     k1, k2 = jax.random.split(key)
     x_prior = prior.sample(k1, dtype=dtype)
     z = jax.random.normal(k2, y.shape, dtype)
@@ -274,6 +274,8 @@ def direct_inversion(
         raise ValueError(
             f"noise is defined on data of shape {tuple(noise.shape)} but y has shape {tuple(y.shape)}"
         )
+    if noise is not None:
+        y = prepare_data(noise, y)
     weight = (lambda r: r) if noise is None else noise.apply_precision
 
     def matvec(x):

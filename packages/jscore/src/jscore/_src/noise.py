@@ -7,15 +7,11 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
-from ._checks import check_positive, concrete
-from ._fourier import (
-    apply_fourier_multiplier,
-    hermitian_weights,
-    is_hermitian_symmetric,
-    rfft_shape,
-)
+from ._checks import check_positive, check_power_map, concrete
+from ._fourier import apply_fourier_multiplier, hermitian_weights
 
 
 class AbstractNoise(abc.ABC):
@@ -55,7 +51,10 @@ class DiagonalNoise(AbstractNoise):
     """Independent noise in every data pixel, `Sigma = diag(variance)`.
 
     Masked or missing pixels get a huge variance (`1e10` times the others is plenty) or `inf`:
-    their precision is then exactly zero and they carry no information.
+    their precision is then exactly zero and they carry no information. With `inf`, the data there
+    may hold anything, NaN included (the survey convention): every jscore entry point taking data
+    (`annealed_log_likelihood`, the samplers, the Wiener filters, `direct_inversion`) sets them to
+    zero, and `apply_precision` returns exactly zero there whatever the residual.
 
     **Arguments:**
 
@@ -78,6 +77,8 @@ class DiagonalNoise(AbstractNoise):
 
     def apply_precision(self, r, extra_variance=0.0):
         var = jnp.asarray(self.variance, dtype=r.dtype)
+        no_information = jnp.isinf(var)
+        r = jnp.where(no_information, 0.0, r)  # NaN residuals of masked pixels carry no weight
         return r / (var + jnp.asarray(extra_variance, dtype=r.dtype))
 
     def apply_sqrt_precision(self, z):
@@ -110,7 +111,7 @@ class FourierNoise(AbstractNoise):
     shape: tuple[int, ...] = dataclasses.field(metadata={"static": True})
 
     def __post_init__(self):
-        _check_power_map("FourierNoise", self.power, self.shape)
+        check_power_map("FourierNoise", self.power, self.shape)
 
     def apply_precision(self, r, extra_variance=0.0):
         power = jnp.asarray(self.power, dtype=r.dtype)
@@ -131,26 +132,31 @@ class FourierNoise(AbstractNoise):
         return jnp.sum(weights / jnp.asarray(self.power))
 
 
-def _check_power_map(owner: str, power, shape) -> None:
-    if (
-        not isinstance(shape, tuple)
-        or not shape
-        or not all(isinstance(n, int) and n > 0 for n in shape)
-    ):
-        raise ValueError(f"{owner}.shape must be a non-empty tuple of positive ints, got {shape!r}")
-    value = concrete(power)
-    if value is None:
-        return
-    if value.shape != rfft_shape(shape):
-        raise ValueError(
-            f"{owner}.power must live on the half-complex grid {rfft_shape(shape)} of a field of shape "
-            f"{shape}, got shape {value.shape}"
-        )
-    check_positive(f"{owner}.power", value)
-    if not is_hermitian_symmetric(value, shape):
-        raise ValueError(
-            f"{owner}.power must be symmetric, power(-k) = power(k), on the self-conjugate modes"
-        )
+def prepare_data(noise: AbstractNoise, y: Array) -> Array:
+    """`y` with the entries that carry no information (infinite variance of a `DiagonalNoise`) set to
+    zero, so that NaN there (the survey convention for masked pixels) cannot poison a residual.
+
+    A concrete `y` that is non-finite where the variance is finite raises `ValueError` (a traced one
+    gives NaN results)."""
+    no_information = None
+    if isinstance(noise, DiagonalNoise):
+        no_information = jnp.isinf(jnp.asarray(noise.variance))
+    value = concrete(y)
+    variance = concrete(noise.variance) if isinstance(noise, DiagonalNoise) else None
+    if value is not None and (no_information is None or variance is not None):
+        bad = ~np.isfinite(value)
+        if variance is not None:
+            bad &= ~np.isinf(variance)
+        if np.any(bad):
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"y is not finite ({value[where]!r} at index {where}, {int(bad.sum())} entries) where "
+                "the noise variance is finite; give pixels without data an infinite variance "
+                "(jscore.DiagonalNoise) so that they carry no information"
+            )
+    if no_information is None:
+        return y
+    return jnp.where(no_information, jnp.zeros((), jnp.result_type(y)), y)
 
 
 jax.tree_util.register_dataclass(DiagonalNoise)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from ._checks import concrete
+from ._checks import check_field_shape, concrete
 from ._fourier import irfftn, is_hermitian_symmetric, rfft_shape, rfftn
 
 
@@ -42,13 +42,15 @@ class IdentityOperator:
 class MaskOperator:
     """`A = diag(mask)`: keeps the observed pixels and zeroes the others (shape-preserving).
 
-    Since `A A^T = diag(mask)` and the data are identically zero where `mask = 0`, the annealed
-    likelihood `N(y; A x, Sigma + sigma^2 I)` is exact for this operator with diagonal noise (see
-    `annealed_posterior_sample`), whatever finite variance `Sigma` gives the masked pixels.
+    `A A^T = diag(mask)` is not the identity, but the data are identically zero where `mask = 0`, so
+    the annealed likelihood `N(y; A x, Sigma + sigma^2 I)` has the same `x`-dependence as the exact
+    `N(y; A x, Sigma + sigma^2 A A^T)` for diagonal noise (see `jscore.annealed_log_likelihood`),
+    whatever variance `Sigma` gives the masked pixels.
 
     **Arguments:**
 
-    - `mask`: 1 (or True) on observed pixels, 0 (False) on masked ones; the shape of one field.
+    - `mask`: 1 (or True) on observed pixels, 0 (False) on masked ones; exactly the shape of one
+      field (no broadcasting: a `(32, 1)` mask on `(32, 32)` fields raises `ValueError`).
     """
 
     mask: Array
@@ -59,9 +61,11 @@ class MaskOperator:
             raise ValueError("MaskOperator.mask must contain only 0/1 (or booleans)")
 
     def forward(self, x: Array) -> Array:
+        check_field_shape("x", x, jnp.shape(self.mask), "MaskOperator (the shape of its mask)")
         return x * jnp.asarray(self.mask, dtype=x.dtype)
 
     def adjoint(self, y: Array) -> Array:
+        check_field_shape("y", y, jnp.shape(self.mask), "MaskOperator (the shape of its mask)")
         return y * jnp.asarray(self.mask, dtype=y.dtype)
 
 
@@ -111,11 +115,18 @@ class FourierOperator:
                 )
 
     def forward(self, x: Array) -> Array:
+        check_field_shape("x", x, self.shape, "FourierOperator")
         x_hat = rfftn(x)
         mult = jnp.asarray(self.multipliers, dtype=x.dtype)
         return jax.vmap(lambda m: irfftn(x_hat * m, self.shape))(mult)
 
     def adjoint(self, y: Array) -> Array:
+        expected = (jnp.shape(self.multipliers)[0], *self.shape)
+        if tuple(jnp.shape(y)) != expected:
+            raise ValueError(
+                f"FourierOperator.adjoint expects data of shape (m, *shape) = {expected}, got "
+                f"{tuple(jnp.shape(y))}"
+            )
         mult = jnp.asarray(self.multipliers, dtype=y.dtype)
         y_hat = jax.vmap(rfftn)(y)
         return irfftn(jnp.sum(y_hat * mult, axis=0), self.shape)
@@ -156,9 +167,18 @@ class ShearOperator:
     Nyquist column's `D_2` part: the adjoint is the Kaiser-Squires inversion, `kappa_KS = A^T gamma` (E mode; set
     masked shear to zero first, as the classical method does).
 
+    `A A^T` is **not** the identity: it is the orthogonal projector onto E-mode shear fields (rank
+    about half of the `2 ny nx` data dimensions; `|A A^T g - g| / |g| ~ 0.71` for white-noise `g`,
+    whose B-mode half it removes). The annealed likelihood `N(y; A x, Sigma + sigma^2 I)` therefore
+    has the exact `x`-dependence only when `Sigma` does not couple E and B modes (white or other
+    isotropic stationary noise on the full periodic map); with a mask or non-stationary noise it is
+    the approximation described in `jscore.annealed_log_likelihood`, exact only as `sigma -> 0`.
+
     **Arguments:**
 
-    - `shape`: `(ny, nx)` of the convergence map (static); the shear has shape `(2, ny, nx)`.
+    - `shape`: `(ny, nx)` of the convergence map (static); the shear has shape `(2, ny, nx)`, the
+      component axis first (FITS files often store `(ny, nx, 2)`: move the axis with
+      `jnp.moveaxis(gamma, -1, 0)`; the other layout raises `ValueError`).
     """
 
     shape: tuple[int, int] = dataclasses.field(metadata={"static": True})
@@ -177,9 +197,21 @@ class ShearOperator:
         return FourierOperator(shear_multipliers(self.shape), self.shape)
 
     def forward(self, kappa: Array) -> Array:
+        check_field_shape("kappa", kappa, self.shape, "ShearOperator")
         return self._operator().forward(kappa)
 
     def adjoint(self, gamma: Array) -> Array:
+        got = tuple(jnp.shape(gamma))
+        if got != (2, *self.shape):
+            hint = (
+                "; this looks like the FITS layout (ny, nx, 2): use jnp.moveaxis(gamma, -1, 0)"
+                if got == (*self.shape, 2)
+                else ""
+            )
+            raise ValueError(
+                f"ShearOperator{self.shape} expects shear in the layout (2, ny, nx) = "
+                f"{(2, *self.shape)}, got shape {got}{hint}"
+            )
         return self._operator().adjoint(gamma)
 
 
@@ -190,10 +222,10 @@ jax.tree_util.register_dataclass(ShearOperator)
 
 
 def adjoint_mismatch(
+    key: Array,
     forward_op: Callable[[Array], Array],
     adjoint_op: Callable[[Array], Array],
     x: Array,
-    key: Array,
 ) -> Array:
     """Dot-product test of an operator pair: `|<A u, v> - <u, A^T v>| / (|A u| |v|)` for random
     `u` (shaped like `x`) and `v = A u + w` with random `w`; round-off level when `adjoint_op` is the
@@ -201,9 +233,9 @@ def adjoint_mismatch(
 
     **Arguments:**
 
+    - `key`: a `jax.random` key.
     - `forward_op`, `adjoint_op`: the pair to test.
     - `x`: an example field (only its shape and dtype are used).
-    - `key`: a `jax.random` key.
 
     **Returns:**
 

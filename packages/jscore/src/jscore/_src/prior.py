@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from ._checks import check_field_shape, check_power_map
 from ._fourier import apply_fourier_multiplier, hermitian_weights
-from .noise import _check_power_map
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,18 +34,23 @@ class GaussianFieldPrior:
     shape: tuple[int, ...] = dataclasses.field(metadata={"static": True})
 
     def __post_init__(self):
-        _check_power_map("GaussianFieldPrior", self.power, self.shape)
+        check_power_map("GaussianFieldPrior", self.power, self.shape)
 
     def _power(self, dtype) -> Array:
         return jnp.asarray(self.power, dtype=dtype)
 
+    def _check(self, x) -> None:
+        check_field_shape("x", x, self.shape, "GaussianFieldPrior")
+
     def score(self, x: Array, sigma: Array | float) -> Array:
         """`grad_x log p_sigma(x) = -(C + sigma^2 I)^-1 x` for one field `x` of shape `shape`."""
+        self._check(x)
         sigma = jnp.asarray(sigma, dtype=x.dtype)
         return -apply_fourier_multiplier(x, 1.0 / (self._power(x.dtype) + sigma**2))
 
     def log_prob(self, x: Array, sigma: Array | float = 0.0) -> Array:
         """Normalised `log p_sigma(x) = log N(x; 0, C + sigma^2 I)` for one field `x`."""
+        self._check(x)
         sigma = jnp.asarray(sigma, dtype=x.dtype)
         var = self._power(x.dtype) + sigma**2
         quad = jnp.vdot(x, apply_fourier_multiplier(x, 1.0 / var))
@@ -62,10 +67,12 @@ class GaussianFieldPrior:
 
     def apply_covariance(self, x: Array) -> Array:
         """`C x`."""
+        self._check(x)
         return apply_fourier_multiplier(x, self._power(x.dtype))
 
     def apply_precision(self, x: Array) -> Array:
         """`C^-1 x`."""
+        self._check(x)
         return apply_fourier_multiplier(x, 1.0 / self._power(x.dtype))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -11,11 +12,16 @@ import numpy as np
 from jax import Array
 
 from ._checks import check_int, check_scalar
+from .config import AnnealingConfig, HMCConfig, ODEConfig
 from .hmc import AnnealedHMCState, annealed_hmc_step
-from .noise import AbstractNoise
+from .noise import AbstractNoise, prepare_data
 
 Operator = Callable[[Array], Array]
 ScoreFn = Callable[[Array, Array], Array]
+
+_DEFAULT_ANNEALING = AnnealingConfig()
+_DEFAULT_HMC = HMCConfig()
+_DEFAULT_ODE = ODEConfig()
 
 
 def annealed_log_likelihood(
@@ -25,11 +31,17 @@ def annealed_log_likelihood(
 
     Adding `sigma^2 I` to the noise covariance is the approximation of Remy et al. (2022): the
     likelihood of the data given the *noised* field `x_sigma = x + sigma z` is `N(y; A x_sigma,
-    Sigma + sigma^2 A A^T)` if one treats `z` as independent of `x_sigma`; this equals the
-    `Sigma + sigma^2 I` used here exactly when `A A^T = I` on the data space (identity, periodic
-    Kaiser-Squires, and also `MaskOperator`, whose masked data are identically zero). For other
-    operators the annealed posterior is a different (still valid) interpolation, and every version
-    becomes exact as `sigma -> 0`.
+    Sigma + sigma^2 A A^T)` if one treats `z` as independent of `x_sigma`. The two agree exactly
+    when `A A^T = I` (`jscore.IdentityOperator`), and have the same dependence on `x` for
+    `jscore.MaskOperator` with diagonal noise (its masked data are identically zero). They do
+    **not** agree for `jscore.ShearOperator`: its `A A^T` is the projector onto E-mode shear, not the
+    identity (`|A A^T y - y| / |y| ~ 0.7` for white `y`); the `x`-dependence is still exact for noise
+    that does not mix E and B modes (white noise on the full periodic map), but not with a mask or
+    non-stationary noise. In those cases the annealed posterior is a different (still valid)
+    interpolation, and every version becomes exact as `sigma -> 0`.
+
+    Data entries whose noise variance is infinite (`jscore.DiagonalNoise`) may be NaN: they carry no
+    information and are set to zero.
 
     **Arguments:**
 
@@ -42,6 +54,8 @@ def annealed_log_likelihood(
     A function `(x, sigma) -> (log_likelihood, gradient)`; the log-likelihood drops the
     `x`-independent normalisation, the gradient is `A^T (Sigma + sigma^2 I)^-1 (y - A x)`.
     """
+
+    y = prepare_data(noise, y)
 
     def log_likelihood(x, sigma):
         sigma = jnp.asarray(sigma, dtype=x.dtype)
@@ -106,6 +120,10 @@ def probability_flow_ode(
     fixed grid keeps the cost predictable and the function vmap-able over chains with different
     `sigma_start` (no dependency on an adaptive ODE library).
 
+    The score is never evaluated at `sigma = 0`: there the vector field is taken as its limit, 0 (for
+    any prior with a smooth density `sigma s(x, sigma) -> 0`), so a learned score that divides by
+    `sigma` (every jscore network) can be integrated to `sigma_end = 0`.
+
     **Arguments:**
 
     - `score_fn`: `s(x, sigma)` for one field (for posterior sampling, the annealed posterior score).
@@ -123,7 +141,9 @@ def probability_flow_ode(
     h = (jnp.asarray(sigma_end, dtype) - sigma_start) / num_steps
 
     def field(x, sigma):
-        return -sigma * score_fn(x, sigma)
+        positive = sigma > 0
+        safe = jnp.where(positive, sigma, jnp.ones_like(sigma))
+        return jnp.where(positive, -sigma * score_fn(x, safe), jnp.zeros_like(x))
 
     def heun(i, x):
         s_a = sigma_start + i * h
@@ -136,7 +156,7 @@ def probability_flow_ode(
 
 
 class AnnealedSampleInfo(NamedTuple):
-    """Diagnostics of `annealed_posterior_sample`, one entry per chain.
+    """Diagnostics of `annealed_posterior_sample`, one entry per chain (see `jscore.diagnose_annealing`).
 
     - `sigma`: the noise level each chain reached (should equal `sigma_min`; if not, raise `num_steps`).
     - `acceptance_rate`: fraction of accepted proposals over the run.
@@ -150,25 +170,78 @@ class AnnealedSampleInfo(NamedTuple):
     hmc_position: Array
 
 
+class AnnealingWarning(UserWarning):
+    """An annealed sampling run that probably did not sample the posterior: chains that stopped above
+    `sigma_min`, or an acceptance rate that collapsed (see `jscore.diagnose_annealing`)."""
+
+
+def diagnose_annealing(
+    info: AnnealedSampleInfo,
+    annealing: AnnealingConfig,
+    *,
+    min_acceptance: float = 0.1,
+    warn: bool = True,
+) -> list[str]:
+    """Check the diagnostics of an annealed sampling run and describe what went wrong.
+
+    `annealed_posterior_sample` runs this itself when called eagerly; call it on the `info` of a
+    jitted run. Two failures are detected: chains that did not reach `annealing.sigma_min` (too few
+    steps for the acceptance rate: their samples are from a broader distribution than the posterior)
+    and a mean acceptance rate below `min_acceptance` (a step size too large for the posterior's
+    smallest scale; at acceptance 0 the chains do not move at all).
+
+    **Arguments:**
+
+    - `info`: the `AnnealedSampleInfo` of a run (concrete arrays).
+    - `annealing`: the `jscore.AnnealingConfig` of that run.
+    - `min_acceptance`: the mean acceptance rate below which to complain, in [0, 1].
+    - `warn`: also issue each message as an `jscore.AnnealingWarning`.
+
+    **Returns:**
+
+    The list of messages (empty when the run looks healthy).
+    """
+    if not isinstance(annealing, AnnealingConfig):
+        raise TypeError(
+            f"annealing must be a jscore.AnnealingConfig, got {type(annealing).__name__}"
+        )
+    check_scalar("min_acceptance", min_acceptance, low=0.0, low_open=False, high=1.0)
+    sigma = np.asarray(info.sigma, np.float64)
+    rate = np.asarray(info.acceptance_rate, np.float64)
+    messages = []
+    short = sigma > annealing.sigma_min * (1.0 + 1e-4)
+    if np.any(short):
+        messages.append(
+            f"{int(short.sum())} of {sigma.size} chains stopped above sigma_min="
+            f"{annealing.sigma_min:.3g} (highest sigma {sigma.max():.3g}) after num_steps="
+            f"{annealing.num_steps} at mean acceptance {rate.mean():.2f}: their samples are broader "
+            f"than the posterior; raise num_steps (reaching sigma_min takes "
+            f"{annealing.num_accepted_needed} accepted moves) or lower the step size"
+        )
+    if rate.size and rate.mean() < min_acceptance:
+        messages.append(
+            f"the HMC acceptance rate collapsed to {rate.mean():.3g} (min {rate.min():.3g}) below "
+            f"{min_acceptance:.3g}: the step size is too large for the posterior's smallest scale; "
+            "lower HMCConfig.step_size (or raise step_size_exponent)"
+        )
+    if warn:
+        for message in messages:
+            warnings.warn(message, AnnealingWarning, stacklevel=2)
+    return messages
+
+
 def annealed_posterior_sample(
+    key: Array,
     score_fn: ScoreFn,
     forward_op: Operator,
     adjoint_op: Operator,
     noise: AbstractNoise,
     y: Array,
-    key: Array,
     *,
     num_chains: int = 16,
-    num_steps: int = 1000,
-    sigma_init: float | Array = 0.15,
-    sigma_min: float | Array = 8e-3,
-    sigma_decay: float | Array = 0.98,
-    step_size: float | Array = 0.01,
-    step_size_exponent: float = 0.5,
-    num_integration_steps: int = 3,
-    num_quadrature_points: int = 3,
-    num_ode_steps: int = 16,
-    sigma_end: float | Array = 0.0,
+    annealing: AnnealingConfig = _DEFAULT_ANNEALING,
+    hmc: HMCConfig = _DEFAULT_HMC,
+    ode: ODEConfig = _DEFAULT_ODE,
     init_position: Array | None = None,
     progress_fn: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
     progress_every: int = 100,
@@ -177,36 +250,36 @@ def annealed_posterior_sample(
     through its score, by annealed HMC followed by the probability-flow ODE (Remy, Lanusse et al. 2022).
 
     Each chain samples `pi_sigma(x) ∝ p_sigma(x) N(y; A x, Sigma + sigma^2 I)` with HMC (identity mass,
-    `num_integration_steps` leapfrog steps of size `step_size (sigma / sigma_init)^step_size_exponent`),
-    multiplies its own `sigma` by `sigma_decay` after every accepted move down to `sigma_min`, and
-    after `num_steps` transitions is carried from its `sigma` to `sigma_end` by the probability-flow
-    ODE of the annealed posterior score. The likelihood's `sigma^2 I` is exact when `A A^T = I` (see
-    `jscore.annealed_log_likelihood`). The Metropolis test uses the exact likelihood and the line
-    integral of the prior score along the proposal (`jscore.score_line_integral`).
+    `hmc.num_integration_steps` leapfrog steps of size
+    `hmc.step_size (sigma / sigma_init)^hmc.step_size_exponent`), multiplies its own `sigma` by
+    `annealing.sigma_decay` after every accepted move down to `annealing.sigma_min`, and after
+    `annealing.num_steps` transitions is carried from its `sigma` to `ode.sigma_end` by the
+    probability-flow ODE of the annealed posterior score. The likelihood's `sigma^2 I` is exact for
+    `A A^T = I` and an approximation otherwise (see `jscore.annealed_log_likelihood`). The Metropolis
+    test uses the exact likelihood and the line integral of the prior score along the proposal
+    (`jscore.score_line_integral`).
 
-    The defaults are the reference's settings, in its map units (convergence maps with pixel values
-    of order 0.01-0.1): scale `sigma_init`, `sigma_min` and `step_size` with your data. `sigma_init`
-    should exceed the posterior's spread (chains start at `init_position + sigma_init * z`), and
-    `sigma_min` should be well below the smallest posterior standard deviation you care about; the
-    number of accepted steps needed to reach it is `log(sigma_init / sigma_min) / -log(sigma_decay)`.
+    The defaults are the reference's settings, in its map units (see `jscore.AnnealingConfig`): scale
+    `sigma_init`, `sigma_min` and `step_size` with your data. Called eagerly, the run is checked by
+    `jscore.diagnose_annealing` (an `AnnealingWarning` when chains stop above `sigma_min` or the
+    acceptance collapses); under `jax.jit`, call it on the returned `info`.
 
     **Arguments:**
 
+    - `key`: a `jax.random` key.
     - `score_fn`: prior score `s(x, sigma) = grad log p_sigma(x)` for one field (e.g.
       `jscore.GaussianFieldPrior(...).score` or a trained network).
     - `forward_op`, `adjoint_op`: `x -> A x` and `y -> A^T y` for one field.
     - `noise`: the noise model (`jscore.DiagonalNoise`, `jscore.FourierNoise`).
-    - `y`: the observed data, shaped like `forward_op`'s output.
-    - `key`: a `jax.random` key.
+    - `y`: the observed data, shaped like `forward_op`'s output; entries with infinite noise
+      variance may be NaN (they carry no information).
     - `num_chains`: independent chains, vmapped (static).
-    - `num_steps`: HMC transitions per chain (static).
-    - `sigma_init`, `sigma_min`, `sigma_decay`: the geometric annealing schedule.
-    - `step_size`, `step_size_exponent`: the leapfrog step size at `sigma_init` and its power-law
-      scaling with `sigma`.
-    - `num_integration_steps`: leapfrog steps per proposal (static).
-    - `num_quadrature_points`: line-integral nodes (2 = trapezoid, odd >= 3 = Simpson; static).
-    - `num_ode_steps`: Heun steps of the final probability-flow ODE (0 to skip it; static).
-    - `sigma_end`: where the ODE stops (0, or a small positive value if `score_fn` is not defined at 0).
+    - `annealing`: the schedule, a `jscore.AnnealingConfig` (`sigma_init`, `sigma_min`,
+      `sigma_decay`, `num_steps`).
+    - `hmc`: the transitions, a `jscore.HMCConfig` (`step_size`, `step_size_exponent`,
+      `num_integration_steps`, `num_quadrature_points`).
+    - `ode`: the final probability-flow ODE, a `jscore.ODEConfig` (`num_steps`, `sigma_end`;
+      `sigma_end` must not exceed `annealing.sigma_min`).
     - `init_position`: one field or one per chain (`(num_chains, *field_shape)`); default zeros.
     - `progress_fn`: optional host callback `progress_fn(step, sigma, num_accepted)` called every
       `progress_every` steps (and after the last) with the step count and the chains' current `sigma`
@@ -218,25 +291,28 @@ def annealed_posterior_sample(
 
     `(samples, info)`: samples of shape `(num_chains, *field_shape)` and an `AnnealedSampleInfo`.
     """
+    for name, value, cls in (
+        ("annealing", annealing, AnnealingConfig),
+        ("hmc", hmc, HMCConfig),
+        ("ode", ode, ODEConfig),
+    ):
+        if not isinstance(value, cls):
+            raise TypeError(f"{name} must be a jscore.{cls.__name__}, got {type(value).__name__}")
+    if ode.sigma_end > annealing.sigma_min:
+        raise ValueError(
+            f"ODEConfig.sigma_end={ode.sigma_end!r} exceeds AnnealingConfig.sigma_min="
+            f"{annealing.sigma_min!r}: the ODE would add noise back; need sigma_end <= sigma_min"
+        )
     x_struct = _check_problem(score_fn, forward_op, adjoint_op, noise, y)
     num_chains = check_int("num_chains", num_chains, minimum=1)
-    num_steps = check_int("num_steps", num_steps, minimum=0)
-    num_ode_steps = check_int("num_ode_steps", num_ode_steps, minimum=0)
-    check_int("num_integration_steps", num_integration_steps, minimum=1)
-    check_int("num_quadrature_points", num_quadrature_points, minimum=2)
-    check_scalar("sigma_init", sigma_init, low=0.0)
-    check_scalar("sigma_min", sigma_min, low=0.0, low_open=False)
-    check_scalar("sigma_decay", sigma_decay, low=0.0, high=1.0)
-    check_scalar("step_size", step_size, low=0.0)
-    check_scalar("sigma_end", sigma_end, low=0.0, low_open=False)
-    check_scalar("step_size_exponent", step_size_exponent)
     progress_every = check_int("progress_every", progress_every, minimum=1)
     if progress_fn is not None and not callable(progress_fn):
         raise TypeError(f"progress_fn must be callable or None, got {progress_fn!r}")
+    num_steps = annealing.num_steps
 
     dtype = x_struct.dtype
     field_shape = x_struct.shape
-    y = jnp.asarray(y, dtype)
+    y = prepare_data(noise, jnp.asarray(y, dtype))
     if init_position is None:
         init_position = jnp.zeros(field_shape, dtype)
     init_position = jnp.asarray(init_position, dtype)
@@ -249,20 +325,20 @@ def annealed_posterior_sample(
         )
 
     log_likelihood = annealed_log_likelihood(forward_op, adjoint_op, noise, y)
-    sigma_init = jnp.asarray(sigma_init, dtype)
+    sigma_init = jnp.asarray(annealing.sigma_init, dtype)
 
     def step_one(key, state):
-        eps = step_size * (state.sigma / sigma_init) ** step_size_exponent
+        eps = hmc.step_size * (state.sigma / sigma_init) ** hmc.step_size_exponent
         return annealed_hmc_step(
             key,
             state,
             score_fn,
             log_likelihood,
             step_size=eps,
-            num_integration_steps=num_integration_steps,
-            num_quadrature_points=num_quadrature_points,
-            sigma_decay=sigma_decay,
-            sigma_min=sigma_min,
+            num_integration_steps=hmc.num_integration_steps,
+            num_quadrature_points=hmc.num_quadrature_points,
+            sigma_decay=annealing.sigma_decay,
+            sigma_min=annealing.sigma_min,
         )
 
     def report(step, sigma, num_accepted):
@@ -293,17 +369,20 @@ def annealed_posterior_sample(
     def posterior_score(x, sigma):
         return score_fn(x, sigma) + log_likelihood(x, sigma)[1]
 
-    if num_ode_steps > 0:
+    if ode.num_steps > 0:
         flow = jax.vmap(
             lambda x, s: probability_flow_ode(
-                posterior_score, x, s, sigma_end, num_steps=num_ode_steps
+                posterior_score, x, s, ode.sigma_end, num_steps=ode.num_steps
             )
         )
         samples = flow(states.position, states.sigma)
     else:
         samples = states.position
     rate = num_accepted.astype(dtype) / max(num_steps, 1)
-    return samples, AnnealedSampleInfo(states.sigma, rate, num_accepted, states.position)
+    info = AnnealedSampleInfo(states.sigma, rate, num_accepted, states.position)
+    if not isinstance(info.sigma, jax.core.Tracer) and num_steps > 0:
+        diagnose_annealing(info, annealing)
+    return samples, info
 
 
 def posterior_map(
@@ -327,7 +406,8 @@ def posterior_map(
 
     **Arguments:**
 
-    - `score_fn`, `forward_op`, `adjoint_op`, `noise`, `y`: as in `annealed_posterior_sample`.
+    - `score_fn`, `forward_op`, `adjoint_op`, `noise`, `y`: as in `annealed_posterior_sample`
+      (NaN allowed where the noise variance is infinite).
     - `num_steps`: gradient-ascent steps (static).
     - `step_size`: learning rate; stable below `2 / lambda_max` of the posterior Hessian at `sigma_final`.
     - `sigma_init`, `sigma_final`: ends of the geometric schedule (positive).
@@ -345,7 +425,7 @@ def posterior_map(
     check_scalar("sigma_final", sigma_final, low=0.0)
     check_scalar("momentum", momentum, low=0.0, low_open=False, high=1.0, high_open=True)
     dtype = x_struct.dtype
-    y = jnp.asarray(y, dtype)
+    y = prepare_data(noise, jnp.asarray(y, dtype))
     x = adjoint_op(y) if init_position is None else jnp.asarray(init_position, dtype)
     if x.shape != x_struct.shape:
         raise ValueError(f"init_position must have shape {x_struct.shape}, got {x.shape}")

@@ -1,15 +1,11 @@
 """Denoising score matching: the loss, minibatch streams from memory or memory-mapped `.npy` files, a
-trainer with Adam and an EMA of the weights, and atomic msgpack checkpoints."""
+trainer with Adam and an EMA of the weights, and checkpoints in the federation's format (jflows)."""
 
 from __future__ import annotations
 
 import os
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 
-import flax.serialization
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -18,17 +14,21 @@ import optax
 from flax import nnx
 from jax import Array
 
-from ._checks import check_int, check_scalar
+import jflows
+
+from ._checks import check_int, check_scalar, check_sigma_range
+from ._progress import progress_bar
 
 ScoreFn = Callable[[Array, Array], Array]
 SigmaSampler = Callable[[Array, int], Array]
 
 
+_STATE_KIND = "jscore.DSMTrainState"
+_RUN_KIND = "jscore.train_dsm"
+
+
 def _check_sigma_range(sigma_min, sigma_max) -> None:
-    check_scalar("sigma_min", sigma_min, low=0.0)
-    check_scalar("sigma_max", sigma_max, low=0.0)
-    if not float(sigma_min) <= float(sigma_max):
-        raise ValueError(f"need sigma_min <= sigma_max, got {sigma_min!r} > {sigma_max!r}")
+    check_sigma_range("sigma_min", sigma_min, "sigma_max", sigma_max)
 
 
 def log_uniform_sigma(
@@ -95,15 +95,15 @@ class MinibatchStream:
 
     **Arguments:**
 
+    - `key`: a `jax.random` key for the shuffling.
     - `data`: an array of samples `(n, *field)` (NumPy or JAX), or the path of a `.npy` file (opened
       with `numpy.load(path, mmap_mode="r")`).
     - `batch_size`: samples per batch, at most `n`.
-    - `key`: a `jax.random` key for the shuffling.
     - `drop_remainder`: drop the last incomplete batch of each epoch (default; keeps shapes static
       for `jax.jit`), or yield it smaller.
     """
 
-    def __init__(self, data, batch_size: int, key: Array, *, drop_remainder: bool = True):
+    def __init__(self, key: Array, data, batch_size: int, *, drop_remainder: bool = True):
         if isinstance(data, (str, os.PathLike)):
             data = np.load(os.fspath(data), mmap_mode="r")
         elif not isinstance(data, np.ndarray):
@@ -164,8 +164,9 @@ class DSMTrainer:
     with an optax optimizer (Adam by default) and an exponential moving average of the weights.
 
     Step `t` of a run draws its batch from `stream.batch(t)` and its noise levels and noise from
-    `fold_in(key, t)`, so training is a pure function of `(state, key, stream)`: a run resumed from a
-    checkpoint is bit-for-bit identical to an uninterrupted one.
+    `fold_in(key, t)`, so training is a pure function of `(key, state, stream)`: a run resumed from a
+    checkpoint is bit-for-bit identical to an uninterrupted one. The model passed in is not modified
+    (its parameters are copied at construction).
 
     **Arguments:**
 
@@ -220,7 +221,7 @@ class DSMTrainer:
         """The model with the given parameters (e.g. `state.ema_params`), a new module."""
         return nnx.merge(self._graphdef, nnx.State(params), self._rest)
 
-    def loss(self, params: dict, batch: Array, key: Array) -> Array:
+    def loss(self, key: Array, params: dict, batch: Array) -> Array:
         """The DSM loss of `params` on one batch, with noise levels and noise drawn from `key`."""
         k_sigma, k_noise = jax.random.split(key)
         n = batch.shape[0]
@@ -233,7 +234,7 @@ class DSMTrainer:
 
     def _step_impl(self, state: DSMTrainState, batch: Array, key: Array):
         key = jax.random.fold_in(key, state.step)
-        loss, grads = jax.value_and_grad(self.loss)(state.params, batch, key)
+        loss, grads = jax.value_and_grad(self.loss, argnums=1)(key, state.params, batch)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         t = state.step.astype(jnp.float32)
@@ -245,92 +246,120 @@ class DSMTrainer:
 
     def train(
         self,
+        key: Array,
         state: DSMTrainState,
         stream: MinibatchStream,
-        key: Array,
         num_steps: int,
         *,
-        progress: bool = True,
-        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint: str | os.PathLike | None = None,
         checkpoint_every: int | None = None,
-    ) -> tuple[DSMTrainState, np.ndarray]:
-        """Run `num_steps` more training steps from `state`.
+        progress: bool = True,
+    ) -> tuple[DSMTrainState, dict[str, np.ndarray]]:
+        """Run `num_steps` more training steps from `state` (pure: `state` is not modified).
 
         **Arguments:**
 
-        - `state`: from `init()` or `load_checkpoint`.
-        - `stream`: a `jscore.MinibatchStream` of clean samples.
         - `key`: a `jax.random` key for the noise (the same key across resumed runs).
+        - `state`: from `init()` or `jscore.load_checkpoint`.
+        - `stream`: a `jscore.MinibatchStream` of clean samples.
         - `num_steps`: steps to run now.
-        - `progress`: print the step and the running loss about ten times per call (to stderr).
-        - `checkpoint_path`: if given, save a checkpoint there every `checkpoint_every` steps (if
-          given) and at the end.
+        - `checkpoint`: if given, save the state there (`jscore.save_checkpoint`, atomic) every
+          `checkpoint_every` steps (if given) and at the end.
+        - `progress`: show a `rich` progress bar with the step, the ETA and the running loss (on
+          stderr).
 
         **Returns:**
 
-        `(state, losses)`: the new state and the loss of each step as a NumPy array.
+        `(state, history)`: the new state and `{"loss": the loss of each step}` (NumPy).
         """
         if not isinstance(stream, MinibatchStream):
             raise TypeError(f"stream must be a jscore.MinibatchStream, got {type(stream).__name__}")
+        if not isinstance(state, DSMTrainState):
+            raise TypeError(f"state must be a jscore.DSMTrainState, got {type(state).__name__}")
         num_steps = check_int("num_steps", num_steps, minimum=0)
         if checkpoint_every is not None:
             checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
+
+        def save(state, losses):
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, state)
+
+        state, losses = self._run(key, state, stream, num_steps, progress, save, checkpoint_every)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, state)
+        return state, {"loss": losses}
+
+    def _run(self, key, state, stream, num_steps, progress, save, save_every):
+        """The loop: `num_steps` steps from `state`, calling `save(state, losses_so_far)` every
+        `save_every` steps; returns the state and the losses as a NumPy array."""
         start = int(state.step)
         losses = []
-        report_every = max(1, num_steps // 10)
-        t0 = time.perf_counter()
-        for i in range(num_steps):
-            batch = jnp.asarray(stream.batch(start + i))
-            state, loss = self._step(state, batch, key)
-            losses.append(loss)
-            done = i + 1
-            if progress and (done % report_every == 0 or done == num_steps):
-                recent = float(jnp.mean(jnp.stack(losses[-report_every:])))
-                print(
-                    f"dsm step {start + done} ({done}/{num_steps}) loss {recent:.4g} "
-                    f"[{time.perf_counter() - t0:.1f} s]",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            if checkpoint_path is not None and checkpoint_every and done % checkpoint_every == 0:
-                save_checkpoint(checkpoint_path, state)
-        if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, state)
+        with progress_bar("dsm", num_steps, enabled=progress, start=start) as bar:
+            for i in range(num_steps):
+                batch = jnp.asarray(stream.batch(start + i))
+                state, loss = self._step(state, batch, key)
+                losses.append(loss)
+                done = i + 1
+                if bar.due(done, num_steps):
+                    recent = float(jnp.mean(jnp.stack(losses[-bar.every :])))
+                    bar.update(done, loss=recent)
+                if save_every and done % save_every == 0:
+                    save(state, losses)
         losses = np.asarray(jnp.stack(losses)) if losses else np.zeros((0,), np.float32)
         return state, losses
 
 
+def _state_template(state: DSMTrainState):
+    return jax.tree.map(jnp.asarray, state)
+
+
+def _package_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
 def save_checkpoint(path: str | os.PathLike, state: DSMTrainState) -> None:
-    """Write a `DSMTrainState` (step, parameters, EMA parameters, optimizer state) to `path` as
-    flax msgpack, atomically (a temporary file in the same folder, then `os.replace`)."""
-    path = os.fspath(path)
-    data = flax.serialization.to_bytes(jax.device_get(state))
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".msgpack", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write a `DSMTrainState` (step, parameters, EMA parameters, optimizer state) to `path` in the
+    federation's checkpoint format (`jflows.write_checkpoint`: msgpack, never pickle, written to a
+    temporary file and moved into place with `os.replace`; format, package `jscore`, its version and
+    the kind `"jscore.DSMTrainState"` recorded)."""
+    if not isinstance(state, DSMTrainState):
+        raise TypeError(f"state must be a jscore.DSMTrainState, got {type(state).__name__}")
+    jflows.write_checkpoint(
+        path,
+        jax.device_get(state),
+        package="jscore",
+        package_version=_package_version(),
+        kind=_STATE_KIND,
+        metadata={"step": int(state.step)},
+    )
 
 
-def load_checkpoint(path: str | os.PathLike, target: DSMTrainState) -> DSMTrainState:
-    """Read a checkpoint written by `save_checkpoint` into the structure of `target` (e.g.
-    `trainer.init()`), which fixes the tree structure and dtypes."""
-    with open(os.fspath(path), "rb") as f:
-        restored = flax.serialization.from_bytes(target, f.read())
-    return jax.tree.map(jnp.asarray, restored)
+def load_checkpoint(path: str | os.PathLike, template: DSMTrainState) -> DSMTrainState:
+    """Read a checkpoint written by `save_checkpoint` into a new state with the structure of
+    `template` (e.g. `trainer.init()`; pure: the template is not modified).
+
+    Refuses with a `ValueError` naming the file and the field: a file of another format, package
+    (jflows, jso3, ...), kind or incompatible jscore version, and a state of another architecture
+    (a tree of another structure, shape or dtype than the template's). Arrays load bit-for-bit.
+    """
+    if not isinstance(template, DSMTrainState):
+        raise TypeError(f"template must be a jscore.DSMTrainState, got {type(template).__name__}")
+    state, _ = jflows.read_checkpoint(
+        path,
+        _state_template(template),
+        package="jscore",
+        package_version=_package_version(),
+        kind=_STATE_KIND,
+    )
+    return state
 
 
 def train_dsm(
+    key: Array,
     model: nnx.Module,
     data,
-    key: Array,
     *,
     num_steps: int,
     batch_size: int,
@@ -338,24 +367,39 @@ def train_dsm(
     sigma_max: float,
     learning_rate: float = 1e-3,
     ema_decay: float = 0.999,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
     progress: bool = True,
-) -> tuple[nnx.Module, np.ndarray]:
-    """Train a score model by DSM in one call (a `DSMTrainer` over a `MinibatchStream`).
+) -> tuple[nnx.Module, dict[str, np.ndarray]]:
+    """Train a score model by DSM in one call (a `DSMTrainer` over a `MinibatchStream`); pure: the
+    model passed in is not modified.
+
+    With `checkpoint=path`, the run state (trainer state and the losses so far) is saved there
+    atomically every `checkpoint_every` steps (if given) and at the end; a rerun with the same
+    arguments finding the file resumes from it and ends bit-for-bit where an uninterrupted run ends
+    (same model, same history). A file from a run with other settings is refused.
 
     **Arguments:**
 
+    - `key`: a `jax.random` key (split for the shuffling and the noise).
     - `model`: the score model (left unchanged).
     - `data`: samples `(n, *field)`, in memory or the path of a `.npy` file (memory-mapped).
-    - `key`: a `jax.random` key (split for the shuffling and the noise).
-    - `num_steps`, `batch_size`, `sigma_min`, `sigma_max`, `learning_rate`, `ema_decay`, `progress`:
-      as in `DSMTrainer` and `DSMTrainer.train`.
+    - `num_steps`: total training steps.
+    - `batch_size`, `sigma_min`, `sigma_max`, `learning_rate`, `ema_decay`: as in
+      `jscore.MinibatchStream` and `jscore.DSMTrainer`.
+    - `checkpoint`, `checkpoint_every`: where and how often to save (see above).
+    - `progress`: show a `rich` progress bar with the loss (on stderr).
 
     **Returns:**
 
-    `(trained_model, losses)`: a new model carrying the EMA parameters, and the per-step losses.
+    `(trained_model, history)`: a new model carrying the EMA parameters, and `{"loss": per-step
+    losses}` (NumPy, `num_steps` entries).
     """
+    num_steps = check_int("num_steps", num_steps, minimum=0)
+    if checkpoint_every is not None:
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
     key_data, key_noise = jax.random.split(key)
-    stream = MinibatchStream(data, batch_size, key_data)
+    stream = MinibatchStream(key_data, data, batch_size)
     trainer = DSMTrainer(
         model,
         sigma_min=sigma_min,
@@ -363,5 +407,76 @@ def train_dsm(
         learning_rate=learning_rate,
         ema_decay=ema_decay,
     )
-    state, losses = trainer.train(trainer.init(), stream, key_noise, num_steps, progress=progress)
-    return trainer.model(state.ema_params), losses
+    state = trainer.init()
+    settings = {
+        "num_steps": num_steps,
+        "batch_size": int(batch_size),
+        "sigma_min": float(sigma_min),
+        "sigma_max": float(sigma_max),
+        "learning_rate": float(learning_rate),
+        "ema_decay": float(ema_decay),
+        "key_data": [int(v) for v in _key_data(key).ravel()],
+    }
+    done_losses = np.zeros((0,), np.float32)
+    if checkpoint is not None and os.path.exists(checkpoint):
+        state, done_losses = _load_run(checkpoint, state, num_steps, settings)
+
+    def save(state, losses):
+        _save_run(checkpoint, state, np.concatenate([done_losses, _stack(losses)]), settings)
+
+    remaining = num_steps - int(state.step)
+    state, losses = trainer._run(
+        key_noise, state, stream, remaining, progress, save if checkpoint else None,
+        checkpoint_every if checkpoint else None,
+    )  # fmt: skip
+    losses = np.concatenate([done_losses, losses]).astype(np.float32)
+    if checkpoint is not None:
+        _save_run(checkpoint, state, losses, settings)
+    return trainer.model(state.ema_params), {"loss": losses}
+
+
+def _key_data(key) -> np.ndarray:
+    if jax.dtypes.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(key))
+    return np.asarray(key)
+
+
+def _stack(losses) -> np.ndarray:
+    return np.asarray(jnp.stack(losses)) if losses else np.zeros((0,), np.float32)
+
+
+def _save_run(path, state, losses, settings) -> None:
+    """A `train_dsm` checkpoint: the trainer state and a fixed-length loss buffer (NaN for the steps
+    not yet run), with the run's settings as metadata."""
+    buffer = np.full((settings["num_steps"],), np.nan, np.float32)
+    buffer[: len(losses)] = losses
+    jflows.write_checkpoint(
+        path,
+        {"state": jax.device_get(state), "loss": buffer},
+        package="jscore",
+        package_version=_package_version(),
+        kind=_RUN_KIND,
+        metadata={"settings": settings, "step": int(state.step)},
+    )
+
+
+def _load_run(path, state, num_steps, settings):
+    template = {
+        "state": _state_template(state),
+        "loss": np.zeros((num_steps,), np.float32),
+    }
+    tree, metadata = jflows.read_checkpoint(
+        path, template, package="jscore", package_version=_package_version(), kind=_RUN_KIND
+    )
+    saved = metadata.get("settings")
+    if saved != settings:
+        diff = sorted(
+            k for k in settings if not isinstance(saved, dict) or saved.get(k) != settings[k]
+        )
+        raise ValueError(
+            f"{os.fspath(path)!r}: field 'metadata' records a train_dsm run with other settings "
+            f"({', '.join(diff) or 'unknown'} differ); use another checkpoint path or delete the file"
+        )
+    new_state = tree["state"]
+    step = int(new_state.step)
+    return new_state, np.asarray(tree["loss"][:step], np.float32)

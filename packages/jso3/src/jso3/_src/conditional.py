@@ -21,7 +21,7 @@ from flax import nnx
 from ._checks import check_matrix
 from .gnn import EGNN, EGNNOutput, Neighbourhood
 from .ode import probability_flow_sample, reverse_sde_sample, sigma_schedule
-from .score import _check_sigma_range, _mlp_head
+from .score import _SAMPLERS, _check_sigma_range, _default_num_steps, _mlp_head
 from .so3 import sample_uniform
 
 _TRIU = (jnp.array([0, 0, 0, 1, 1, 2]), jnp.array([0, 1, 2, 1, 2, 2]))
@@ -77,7 +77,7 @@ class ConditionalScoreNet(nnx.Module):
 
         World-frame tangent scores of shape `(..., 3)`.
         """
-        check_matrix(R, "R")
+        check_matrix("R", R)
         if not isinstance(embedding, EGNNOutput):
             raise TypeError(f"`embedding` must be an EGNNOutput, got {type(embedding).__name__}.")
         R = jnp.asarray(R)
@@ -115,37 +115,40 @@ class ConditionalScoreNet(nnx.Module):
 
 
 def sample_conditional(
-    model: ConditionalScoreNet,
     key,
+    model: ConditionalScoreNet,
     context: Neighbourhood,
     shape=(),
     *,
     sigma_max=3.0,
     sigma_min=0.01,
-    num_steps: int = 200,
-    sampler: str = "ode",
+    num_steps: int | None = None,
+    sampler: str = "sde",
     method: str = "heun",
 ):
     """Sample `R ~ p(R | context)` for every neighbourhood of `context`: the embedding is computed once,
-    then Haar-uniform rotations at `sigma_max` are transported to `sigma_min` by the probability-flow
-    ODE (`sampler="ode"`) or the reverse SDE (`sampler="sde"`).
+    then Haar-uniform rotations at `sigma_max` are transported to `sigma_min` by the reverse SDE
+    (`sampler="sde"`, the default, as in `sample_from_score`, which says why) or the probability-flow
+    ODE (`sampler="ode"`).
 
     **Arguments:**
 
-    - `model`: a (trained) `ConditionalScoreNet`.
     - `key`: a `jax.random` key.
+    - `model`: a (trained) `ConditionalScoreNet`.
     - `context`: a `Neighbourhood` with batch shape `B`.
     - `shape`: number of samples per neighbourhood, as a leading batch shape.
-    - `sigma_max`, `sigma_min`, `num_steps`, `method`: as in `sample_from_score`.
-    - `sampler`: `"ode"` or `"sde"`.
+    - `sigma_max`, `sigma_min`, `num_steps`, `method`: as in `sample_from_score` (`num_steps`
+      defaults to 1000 for the SDE, 200 for the ODE).
+    - `sampler`: `"sde"` (default) or `"ode"`.
 
     **Returns:**
 
     Rotations of shape `(*shape, *B, 3, 3)`.
     """
     _check_sigma_range(sigma_min, sigma_max)
-    if sampler not in ("ode", "sde"):
+    if sampler not in _SAMPLERS:
         raise ValueError(f"`sampler` must be 'ode' or 'sde', got {sampler!r}.")
+    num_steps = _default_num_steps(sampler, num_steps)
     embedding = model.embed(context)
     batch = embedding.scalars.shape[:-1]
     shape = tuple(shape)
@@ -157,5 +160,5 @@ def sample_conditional(
         return model.score(R, sigma, embedding)
 
     if sampler == "sde":
-        return reverse_sde_sample(score_fn, jax.random.fold_in(key, 1), R_init, sigmas)
+        return reverse_sde_sample(jax.random.fold_in(key, 1), score_fn, R_init, sigmas)
     return probability_flow_sample(score_fn, R_init, sigmas, method=method)

@@ -166,9 +166,9 @@ def knn_neighbourhoods(
     if not isinstance(k, int | np.integer) or not 1 <= k <= available:
         raise ValueError(f"`k` must be an int in [1, {available}], got {k!r}.")
     if radius is not None:
-        check_positive(radius, "radius")
+        check_positive("radius", radius)
     if box_size is not None:
-        check_positive(box_size, "box_size")
+        check_positive("box_size", box_size)
         box = jnp.broadcast_to(jnp.asarray(box_size, points.dtype), (1, 3))
     n = centers.shape[0]
     if center_indices is None:
@@ -263,7 +263,7 @@ class EGNN(nnx.Module):
                 raise ValueError(
                     f"`{name}` must be an int >= {minimum.get(name, 0)}, got {value!r}."
                 )
-        check_positive(length_scale, "length_scale")
+        check_positive("length_scale", length_scale)
         self.node_features = node_features
         self.num_scalars, self.num_vectors, self.num_tensors = num_scalars, num_vectors, num_tensors
         self.num_input_tensors = num_input_tensors

@@ -30,9 +30,10 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._checks import check_matrix, check_positive, check_vector
-from .so3 import _safe_norm, exp, log
+from ._checks import check_positive, check_rotation, check_vector, poison
+from .so3 import _matrix_to_quaternion, _quaternion_log, _safe_norm, exp
 
 EPS_SWITCH = 1.0
 K_IMAGES = 3
@@ -128,7 +129,7 @@ def igso3_log_density(omega, eps):
 
     `log f_eps(omega)`, of the broadcast shape.
     """
-    check_positive(eps, "eps")
+    check_positive("eps", eps)
     return _log_f_and_coefficient(omega, eps)[0]
 
 
@@ -146,7 +147,7 @@ def igso3_angle_log_prob(omega, eps):
 
     The log angle density, of the broadcast shape.
     """
-    check_positive(eps, "eps")
+    check_positive("eps", eps)
     omega, eps = _broadcast(omega, eps)
     haar = jnp.log(2.0 * jnp.sin(0.5 * omega) ** 2 / jnp.pi)
     return _log_f_and_coefficient(omega, eps)[0] + haar
@@ -167,8 +168,8 @@ def igso3_tangent_score(v, eps):
 
     Tangent vectors of shape `(..., 3)`.
     """
-    check_vector(v, 3, "v")
-    check_positive(eps, "eps")
+    check_vector("v", v, 3)
+    check_positive("eps", eps)
     v = jnp.asarray(v)
     coefficient = _log_f_and_coefficient(_safe_norm(v), eps)[1]
     return coefficient[..., None] * v
@@ -192,7 +193,7 @@ def igso3_sample_angle(key, eps, shape=(), num_grid: int = 2048):
 
     Angles in `[0, pi]` of shape `shape`.
     """
-    check_positive(eps, "eps")
+    check_positive("eps", eps)
     eps = jnp.asarray(eps, dtype=jnp.result_type(eps, float))
     if eps.shape != ():
         raise ValueError(f"`eps` must be a scalar to sample, got shape {eps.shape}.")
@@ -231,22 +232,25 @@ class IGSO3:
     mean: jax.Array
 
     def __init__(self, eps, mean=None):
-        check_positive(eps, "eps")
+        check_positive("eps", eps)
         eps = jnp.asarray(eps)
         if not jnp.issubdtype(eps.dtype, jnp.floating):
             eps = eps.astype(jnp.result_type(float))
         if eps.shape != ():
             raise ValueError(f"`eps` must be a scalar (vmap over distributions), got {eps.shape}.")
-        mean = jnp.eye(3, dtype=eps.dtype) if mean is None else jnp.asarray(mean)
-        if mean.shape != (3, 3):
-            raise ValueError(f"`mean` must have shape (3, 3), got {mean.shape}.")
+        if mean is None:
+            mean = jnp.eye(3, dtype=eps.dtype)
+        else:
+            if np.shape(mean) != (3, 3):
+                raise ValueError(f"`mean` must have shape (3, 3), got {np.shape(mean)}.")
+            mean, _ = check_rotation("mean", mean)  # eager check; traced: see `_valid_mean`
         object.__setattr__(self, "eps", eps)
         object.__setattr__(self, "mean", mean)
 
     @classmethod
     def from_sigma(cls, sigma, mean=None) -> IGSO3:
         """IGSO(3) with tangent noise scale `sigma`, i.e. `eps = sigma^2 / 2`."""
-        check_positive(sigma, "sigma")
+        check_positive("sigma", sigma)
         return cls(0.5 * jnp.asarray(sigma) ** 2, mean)
 
     @property
@@ -265,9 +269,16 @@ class IGSO3:
         object.__setattr__(obj, "mean", children[1])
         return obj
 
+    def _valid_mean(self):
+        """Validity of a traced mean (`None` when concrete: then it was checked, or is checked now)."""
+        return check_rotation("mean", self.mean)[1]
+
     def _tangent(self, R):
-        check_matrix(R, "R")
-        return log(jnp.einsum("...ij,kj->...ik", jnp.asarray(R), self.mean))
+        """`(log(R @ mean.T), validity masks)`; `R` is checked eagerly (or poisoned when traced)."""
+        R, valid = check_rotation("R", R)
+        M = jnp.einsum("...ij,kj->...ik", R, self.mean.astype(R.dtype))
+        v = _quaternion_log(_matrix_to_quaternion(M))
+        return v, (valid, self._valid_mean())
 
     def sample(self, key, shape=(), num_grid: int = 2048):
         """Draw rotations.
@@ -287,7 +298,8 @@ class IGSO3:
         omega = igso3_sample_angle(key_angle, self.eps, shape, num_grid)
         axis = jax.random.normal(key_axis, (*shape, 3), dtype=omega.dtype)
         axis = axis / jnp.linalg.norm(axis, axis=-1, keepdims=True)
-        return jnp.einsum("...ij,jk->...ik", exp(axis * omega[..., None]), self.mean)
+        R = jnp.einsum("...ij,jk->...ik", exp(axis * omega[..., None]), self.mean)
+        return poison(R, self._valid_mean())
 
     def log_prob(self, R):
         """Log density w.r.t. the normalised Haar measure.
@@ -299,8 +311,15 @@ class IGSO3:
         **Returns:**
 
         Array of shape `(...)`.
+
+        **Raises:**
+
+        `ValueError` if `R` (or the mean) is concrete and not a batch of rotations (non-finite,
+        not orthogonal, or determinant -1; see `jso3.log`). Under a trace the result is NaN for
+        every such matrix instead.
         """
-        return _log_f_and_coefficient(_safe_norm(self._tangent(R)), self.eps)[0]
+        v, valid = self._tangent(R)
+        return poison(_log_f_and_coefficient(_safe_norm(v), self.eps)[0], *valid)
 
     def score(self, R):
         """Gradient of `log_prob` as a world-frame tangent vector: `d/dt log_prob(exp(t hat(u)) R)`
@@ -313,7 +332,11 @@ class IGSO3:
         **Returns:**
 
         Array of shape `(..., 3)`.
+
+        **Raises:**
+
+        `ValueError` for non-rotations, as `log_prob` (NaN under a trace).
         """
-        v = self._tangent(R)
+        v, valid = self._tangent(R)
         coefficient = _log_f_and_coefficient(_safe_norm(v), self.eps)[1]
-        return coefficient[..., None] * v
+        return poison(coefficient[..., None] * v, *valid)

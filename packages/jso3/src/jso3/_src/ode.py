@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_matrix, check_positive, concrete_or_none
+from ._checks import check_positive, check_positive_int, check_rotation, concrete_or_none, poison
 from .so3 import exp
 
 _SDE_NOISE = ("all", "but_last")
@@ -49,10 +49,9 @@ def sigma_schedule(sigma_max, sigma_min, num_steps: int):
 
     Array of shape `(num_steps + 1,)` with `sigmas[0] = sigma_max` and `sigmas[-1] = sigma_min`.
     """
-    check_positive(sigma_max, "sigma_max")
-    check_positive(sigma_min, "sigma_min")
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"`num_steps` must be a positive int, got {num_steps!r}.")
+    check_positive("sigma_max", sigma_max)
+    check_positive("sigma_min", sigma_min)
+    check_positive_int("num_steps", num_steps)
     t = jnp.linspace(0.0, 1.0, num_steps + 1)
     log_max = jnp.log(jnp.asarray(sigma_max, dtype=t.dtype))
     log_min = jnp.log(jnp.asarray(sigma_min, dtype=t.dtype))
@@ -97,12 +96,16 @@ def probability_flow_sample(
     **Returns:**
 
     Rotations of the shape of `R_init`, transported from `sigmas[0]` to `sigmas[-1]`.
+
+    **Raises:**
+
+    `ValueError` if `R_init` is concrete and not a batch of rotations (see `jso3.log`); a traced
+    non-rotation makes its output NaN.
     """
-    check_matrix(R_init, "R_init")
+    R_init, valid = check_rotation("R_init", R_init)
     sigmas = _check_sigmas(sigmas)
     if method not in _METHODS:
         raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
-    R_init = jnp.asarray(R_init)
     sigmas = sigmas.astype(R_init.dtype)
 
     def velocity(R, sigma):
@@ -129,7 +132,7 @@ def probability_flow_sample(
 
     intervals = jnp.stack([sigmas[:-1], sigmas[1:]], axis=-1)
     R_final, _ = jax.lax.scan(step, R_init, intervals)
-    return R_final
+    return poison(R_final, valid)
 
 
 def _newton_schulz(R):
@@ -147,8 +150,8 @@ def _check_sigmas(sigmas):
 
 
 def reverse_sde_sample(
-    score_fn: Callable[[jax.Array, jax.Array], jax.Array],
     key,
+    score_fn: Callable[[jax.Array, jax.Array], jax.Array],
     R_init,
     sigmas,
     *,
@@ -172,9 +175,9 @@ def reverse_sde_sample(
 
     **Arguments:**
 
+    - `key`: a `jax.random` key.
     - `score_fn`: `score_fn(R, sigma) -> (..., 3)`, the world-frame score of the noised density at
       noise scale `sigma` (a scalar), for `R` of shape `(..., 3, 3)`; evaluated at `sigmas[:-1]`.
-    - `key`: a `jax.random` key.
     - `R_init`: starting rotations, shape `(..., 3, 3)` (e.g. Haar-uniform, or IGSO(3) at `sigmas[0]`).
     - `sigmas`: noise scales, shape `(num_steps + 1,)`, decreasing (see `sigma_schedule`).
     - `noise`: `"all"` (default: every step is stochastic, the exact discretisation of the SDE) or
@@ -186,8 +189,13 @@ def reverse_sde_sample(
 
     Rotations of the shape of `R_init`, a sample of the noised density at `sigmas[-1]` (up to the
     discretisation error) when `R_init` samples it at `sigmas[0]`.
+
+    **Raises:**
+
+    `ValueError` if `R_init` is concrete and not a batch of rotations (see `jso3.log`); a traced
+    non-rotation makes its output NaN.
     """
-    check_matrix(R_init, "R_init")
+    R_init, valid = check_rotation("R_init", R_init)
     sigmas = _check_sigmas(sigmas)
     if noise not in _SDE_NOISE:
         raise ValueError(f"`noise` must be one of {_SDE_NOISE}, got {noise!r}.")
@@ -196,7 +204,6 @@ def reverse_sde_sample(
         raise ValueError(
             f"`sigmas` must be strictly decreasing for the reverse SDE, got {value!r}."
         )
-    R_init = jnp.asarray(R_init)
     sigmas = sigmas.astype(R_init.dtype)
     num_steps = sigmas.shape[0] - 1
     keys = jax.random.split(key, num_steps)
@@ -214,4 +221,4 @@ def reverse_sde_sample(
         return R_next, None
 
     R_final, _ = jax.lax.scan(step, R_init, (sigmas[:-1], sigmas[1:], keys, scale))
-    return R_final
+    return poison(R_final, valid)

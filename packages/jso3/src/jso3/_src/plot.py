@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_matrix
+from ._checks import check_rotation
 
 
 def plot_rotations(R, path=None, *, angle_density=None, bins: int = 60, title=None):
@@ -27,7 +27,7 @@ def plot_rotations(R, path=None, *, angle_density=None, bins: int = 60, title=No
 
     The `matplotlib.figure.Figure`.
     """
-    check_matrix(R, "R")
+    check_rotation("R", R)
     try:
         from matplotlib.figure import Figure
     except ImportError as e:  # pragma: no cover

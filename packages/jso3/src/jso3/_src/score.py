@@ -13,30 +13,46 @@ is drawn log-uniformly in `[sigma_min, sigma_max]`, one per example, and the los
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
-import sys
-import tempfile
-import time
+import pathlib
 from collections.abc import Callable
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from ._checks import check_matrix, check_positive, concrete_or_none
+import jflows
+
+from ._checks import (
+    check_matrix,
+    check_positive,
+    check_positive_int,
+    check_rotation,
+    concrete_or_none,
+    poison,
+)
 from .igso3 import igso3_sample_angle, igso3_tangent_score
 from .ode import probability_flow_sample, reverse_sde_sample, sigma_schedule
 from .so3 import exp, sample_uniform
 
 
 def _check_sigma_range(sigma_min, sigma_max) -> None:
-    check_positive(sigma_min, "sigma_min")
-    check_positive(sigma_max, "sigma_max")
+    check_positive("sigma_min", sigma_min)
+    check_positive("sigma_max", sigma_max)
     lo, hi = concrete_or_none(sigma_min), concrete_or_none(sigma_max)
     if lo is None or hi is None:  # traced: checked when concrete
         return
@@ -110,7 +126,7 @@ class ScoreNet(nnx.Module):
 
         World-frame tangent scores of shape `(..., 3)`.
         """
-        check_matrix(R, "R")
+        check_matrix("R", R)
         R = jnp.asarray(R)
         batch = R.shape[:-2]
         sigma = jnp.broadcast_to(jnp.asarray(sigma, R.dtype), batch)
@@ -157,8 +173,8 @@ def _noise(key, R0, sigma_min, sigma_max, num_grid):
 
 
 def dsm_loss(
-    score_fn: Callable,
     key,
+    score_fn: Callable,
     R0,
     *,
     sigma_min,
@@ -174,9 +190,9 @@ def dsm_loss(
 
     **Arguments:**
 
+    - `key`: a `jax.random` key.
     - `score_fn`: `score_fn(R, sigma, context) -> (..., 3)` for `R` of shape `(..., 3, 3)` and `sigma`
       of shape `(...)` (e.g. a `ScoreNet`).
-    - `key`: a `jax.random` key.
     - `R0`: clean rotations, shape `(..., 3, 3)`.
     - `sigma_min`, `sigma_max`: noise range, `0 < sigma_min < sigma_max`.
     - `context`: passed through to `score_fn` (shape `(..., context_dim)`), or `None`.
@@ -185,21 +201,71 @@ def dsm_loss(
     **Returns:**
 
     A scalar.
+
+    **Raises:**
+
+    `ValueError` if `R0` is concrete and not a batch of rotations (see `jso3.log`) or the noise
+    range is invalid; a traced non-rotation in `R0` makes the loss (and its gradient) NaN.
     """
-    check_matrix(R0, "R0")
+    R0, valid = check_rotation("R0", R0)
     _check_sigma_range(sigma_min, sigma_max)
-    R0 = jnp.asarray(R0)
-    if not jnp.issubdtype(R0.dtype, jnp.floating):
-        R0 = R0.astype(jnp.result_type(float))
     R, sigma, v, eps = _noise(key, R0, sigma_min, sigma_max, num_grid)
     target = igso3_tangent_score(v, eps)
     prediction = score_fn(R, sigma, context)
-    return jnp.mean(sigma**2 * jnp.sum((prediction - target) ** 2, axis=-1))
+    per_example = sigma**2 * jnp.sum((prediction - target) ** 2, axis=-1)
+    return jnp.mean(poison(per_example, valid))
+
+
+def _model_kind(model) -> str:
+    """The checkpoint `kind` of a module: `"jso3.ScoreNet"`, `"jso3.ConditionalScoreNet"`, or
+    `"<module>.<class>"` for another `nnx.Module`."""
+    cls = type(model)
+    package = cls.__module__.split(".")[0]
+    return f"{package}.{cls.__qualname__}"
+
+
+def _version() -> str:
+    import jso3  # the package is fully imported by the time a checkpoint is written or read
+
+    return jso3.__version__
+
+
+def _fingerprint(*trees) -> str:
+    """SHA-256 of the dtypes, shapes and bytes of every leaf (to refuse resuming another run)."""
+    h = hashlib.sha256()
+    for tree in trees:
+        for leaf in jax.tree.leaves(tree):
+            if jax.dtypes.issubdtype(getattr(leaf, "dtype", np.float64), jax.dtypes.prng_key):
+                leaf = jax.random.key_data(leaf)
+            value = np.ascontiguousarray(np.asarray(leaf))
+            h.update(f"{value.dtype}{value.shape}".encode())
+            h.update(value.tobytes())
+    return h.hexdigest()
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("train_dsm"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+def _write_training_checkpoint(path, tree, metadata):
+    jflows.write_checkpoint(
+        path, tree, package="jso3", package_version=_version(), kind="jso3.train_dsm",
+        metadata=metadata,
+    )  # fmt: skip
 
 
 def train_dsm(
-    model: ScoreNet,
     key,
+    model: nnx.Module,
     data,
     *,
     sigma_min,
@@ -210,59 +276,81 @@ def train_dsm(
     learning_rate: float = 1e-3,
     steps_per_call: int = 100,
     num_grid: int = 512,
+    checkpoint=None,
     progress: bool = True,
 ):
     """Train a score model by DSM with Adam (cosine-decayed learning rate), on minibatches drawn with
-    replacement from `data`.
+    replacement from `data`. Pure: `model` is not modified; the trained model is a new module.
 
-    The model is updated in place (and returned). Steps run in jitted chunks of `steps_per_call`
-    (`lax.scan`); a one-line progress report goes to stderr after every chunk unless `progress=False`.
+    Steps run in jitted chunks of `steps_per_call` (`lax.scan`); a `rich` progress bar (step, loss
+    of the last chunk, elapsed and remaining time) goes to stderr unless `progress=False`.
 
     **Arguments:**
 
+    - `key`: a `jax.random` key (minibatches and noise).
     - `model`: a `ScoreNet`, a `ConditionalScoreNet`, or any `nnx.Module` called as
-      `model(R, sigma, context)`.
-    - `key`: a `jax.random` key.
-    - `data`: clean rotations, shape `(N, 3, 3)`.
+      `model(R, sigma, context)`; the initial state of the training (left unchanged).
+    - `data`: clean rotations, shape `(N, 3, 3)`, `N >= 1`.
     - `sigma_min`, `sigma_max`: noise range, `0 < sigma_min < sigma_max`.
     - `num_steps`: number of optimisation steps.
     - `context`: one context per rotation: an array of shape `(N, context_dim)` for a `ScoreNet`, a
       `Neighbourhood` with batch shape `(N,)` for a `ConditionalScoreNet` (any PyTree whose arrays
       have leading dimension `N`), or `None`.
     - `batch_size`, `learning_rate`: Adam minibatch size and peak learning rate.
-    - `steps_per_call`: steps per jitted chunk (and per progress line).
+    - `steps_per_call`: steps per jitted chunk (and per progress update and checkpoint).
     - `num_grid`: grid size of the IGSO(3) angle sampler.
-    - `progress`: print progress to stderr.
+    - `checkpoint`: a file path or `None`. If given, the training state (parameters, optimiser
+      state, losses so far, step) is written there atomically after every chunk (federation format,
+      `jflows.write_checkpoint`, kind `"jso3.train_dsm"`), and a call whose file already exists
+      resumes from it: the result is bit-for-bit that of an uninterrupted run. A file written by a
+      run with other arguments (key, data, context, initial model or settings) is refused with a
+      `ValueError`.
+    - `progress`: show the progress bar.
 
     **Returns:**
 
-    `(model, losses)` with `losses` the NumPy array of the `num_steps` minibatch losses.
+    `(new_model, history)`: the trained module (same class and structure as `model`) and a dict of
+    NumPy arrays, `history["loss"]` the `num_steps` minibatch losses.
+
+    **Raises:**
+
+    `ValueError` for invalid arguments, among them `data` that is empty or not a batch of rotations
+    (non-finite, not orthogonal, determinant -1; see `jso3.log`); `RuntimeError` naming the step if
+    a loss is not finite.
     """
-    check_matrix(data, "data")
-    data = jnp.asarray(data)
-    if data.ndim != 3:
-        raise ValueError(f"`data` must have shape (N, 3, 3), got {data.shape}.")
+    check_matrix("data", data)
+    if np.ndim(data) != 3:
+        raise ValueError(f"`data` must have shape (N, 3, 3), got {np.shape(data)}.")
+    if np.shape(data)[0] == 0:
+        raise ValueError(
+            "`data` is empty: train_dsm needs at least one rotation, got shape (0, 3, 3)."
+        )
+    if concrete_or_none(data) is None:
+        raise ValueError("`data` must be a concrete array (train_dsm runs its own jitted loop).")
+    data, _ = check_rotation("data", data)
+    n_data = data.shape[0]
     if context is not None:
         context = jax.tree.map(jnp.asarray, context)
         shapes = [leaf.shape for leaf in jax.tree.leaves(context)]
-        if not shapes or any(len(sh) < 1 or sh[0] != data.shape[0] for sh in shapes):
+        if not shapes or any(len(sh) < 1 or sh[0] != n_data for sh in shapes):
             raise ValueError(
-                f"every array of `context` must have leading dimension N = {data.shape[0]}, "
+                f"every array of `context` must have leading dimension N = {n_data}, "
                 f"got shapes {shapes}."
             )
     _check_sigma_range(sigma_min, sigma_max)
-    for name, value in (("num_steps", num_steps), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
-    steps_per_call = max(1, min(int(steps_per_call), num_steps))
+    check_positive_int("num_steps", num_steps)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("steps_per_call", steps_per_call)
+    check_positive_int("num_grid", num_grid)
+    check_positive("learning_rate", learning_rate)
+    steps_per_call = min(int(steps_per_call), num_steps)
 
     graphdef, params = nnx.split(model)
     schedule = optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.05)
     tx = optax.adam(schedule)
     opt_state = tx.init(params)
-    n_data = data.shape[0]
-    sigma_min = jnp.asarray(sigma_min, data.dtype)
-    sigma_max = jnp.asarray(sigma_max, data.dtype)
+    sigma_lo = jnp.asarray(sigma_min, data.dtype)
+    sigma_hi = jnp.asarray(sigma_max, data.dtype)
 
     def loss_fn(params, key):
         key_batch, key_noise = jax.random.split(key)
@@ -270,8 +358,8 @@ def train_dsm(
         ctx = None if context is None else jax.tree.map(lambda c: c[idx], context)
         net = nnx.merge(graphdef, params)
         return dsm_loss(
-            lambda R, s, c: net(R, s, c), key_noise, data[idx],
-            sigma_min=sigma_min, sigma_max=sigma_max, context=ctx, num_grid=num_grid,
+            key_noise, lambda R, s, c: net(R, s, c), data[idx],
+            sigma_min=sigma_lo, sigma_max=sigma_hi, context=ctx, num_grid=num_grid,
         )  # fmt: skip
 
     def step(carry, key):
@@ -286,108 +374,167 @@ def train_dsm(
         return params, opt_state, losses
 
     keys = jax.random.split(key, num_steps)
-    losses = []
-    start = time.perf_counter()
-    for first in range(0, num_steps, steps_per_call):
-        params, opt_state, chunk_losses = chunk(
-            params, opt_state, keys[first : first + steps_per_call]
-        )
-        losses.append(np.asarray(chunk_losses))
-        if progress:
-            done = first + chunk_losses.shape[0]
-            print(
-                f"\rtrain_dsm: step {done}/{num_steps}  loss {float(np.mean(losses[-1])):.4f}  "
-                f"({time.perf_counter() - start:.1f} s)",
-                end="\n" if done == num_steps else "",
-                file=sys.stderr,
-                flush=True,
+    losses = np.full((num_steps,), np.nan, dtype=np.dtype(data.dtype))
+    done = 0
+    metadata = None
+    if checkpoint is not None:
+        metadata = {
+            "num_steps": num_steps,
+            "batch_size": batch_size,
+            "learning_rate": float(learning_rate),
+            "steps_per_call": steps_per_call,
+            "num_grid": num_grid,
+            "sigma_min": float(sigma_min),
+            "sigma_max": float(sigma_max),
+            "model": _model_kind(model),
+            "run": _fingerprint(jax.random.key_data(key), data, context, params),
+        }
+        path = pathlib.Path(os.fspath(checkpoint))
+        if path.exists():
+            template = {"params": params, "opt_state": opt_state, "losses": losses, "step": 0}
+            state, saved = jflows.read_checkpoint(
+                path, template, package="jso3", package_version=_version(), kind="jso3.train_dsm"
             )
-    nnx.update(model, params)
-    return model, np.concatenate(losses)
+            for field, value in metadata.items():
+                if saved.get(field) != value:
+                    raise ValueError(
+                        f"checkpoint {os.fspath(path)!r}: field {field!r} is "
+                        f"{saved.get(field)!r}, this run has {value!r} (another run's file: "
+                        "delete it or pass another path)."
+                    )
+            params, opt_state = state["params"], state["opt_state"]
+            losses, done = np.array(state["losses"]), int(state["step"])
+
+    with _progress_bar(progress) as bar:
+        last = (
+            "-"
+            if done == 0
+            else f"{float(np.mean(losses[max(0, done - steps_per_call) : done])):.4f}"
+        )
+        task = bar.add_task("train_dsm", total=num_steps, completed=done, loss=last)
+        for first in range(done, num_steps, steps_per_call):
+            params, opt_state, chunk_losses = chunk(
+                params, opt_state, keys[first : first + steps_per_call]
+            )
+            chunk_losses = np.asarray(chunk_losses)
+            finite = np.isfinite(chunk_losses)
+            if not np.all(finite):
+                bad = first + int(np.argmin(finite))
+                raise RuntimeError(
+                    f"train_dsm: the loss is {chunk_losses[bad - first]} at step {bad} "
+                    f"(of {num_steps}); lower the learning rate or check the model."
+                )
+            done = first + chunk_losses.shape[0]
+            losses[first:done] = chunk_losses
+            if checkpoint is not None:
+                _write_training_checkpoint(
+                    checkpoint,
+                    {"params": params, "opt_state": opt_state, "losses": losses, "step": done},
+                    metadata,
+                )
+            bar.update(task, completed=done, loss=f"{float(np.mean(chunk_losses)):.4f}")
+    return nnx.merge(graphdef, params), {"loss": losses}
 
 
-def save_checkpoint(path, model: nnx.Module) -> None:
-    """Write the state of an `nnx.Module` to `path` as msgpack (never pickle).
+def save_checkpoint(path, model: nnx.Module, *, metadata=None) -> pathlib.Path:
+    """Write the state of an `nnx.Module` to `path` in the federation's checkpoint format.
 
-    The file is written to a temporary file in the same directory and moved into place with
-    `os.replace`, so `path` always holds either the old or the new complete checkpoint.
+    A msgpack file (never pickle) written by `jflows.write_checkpoint`: to a temporary file in the
+    same directory, then moved into place with `os.replace`, so `path` always holds either the old
+    or the new complete checkpoint. It records the format, `package = "jso3"`, the package version
+    and `kind = "jso3.ScoreNet"` (or `"jso3.ConditionalScoreNet"`, or `"<module>.<class>"`).
 
     **Arguments:**
 
     - `path`: destination file.
     - `model`: the module whose `nnx.state` is saved.
+    - `metadata`: optional JSON-like dict stored with it (see `jflows.write_checkpoint`).
+
+    **Returns:**
+
+    The path, as a `pathlib.Path`.
     """
-    pure = nnx.to_pure_dict(nnx.state(model))
-    payload = flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, pure))
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".msgpack", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    return jflows.write_checkpoint(
+        path, nnx.state(model), package="jso3", package_version=_version(),
+        kind=_model_kind(model), metadata=metadata,
+    )  # fmt: skip
 
 
-def load_checkpoint(path, model: nnx.Module) -> nnx.Module:
-    """Load a checkpoint written by `save_checkpoint` into a module of the same structure (in place).
+def load_checkpoint(path, template: nnx.Module) -> nnx.Module:
+    """Load a checkpoint written by `save_checkpoint` into a new module. Pure: `template` is not
+    modified.
 
     **Arguments:**
 
     - `path`: the checkpoint file.
-    - `model`: a module built with the same configuration (its values are overwritten).
+    - `template`: a module built with the same configuration as the saved one (its values are not
+      used).
 
     **Returns:**
 
-    `model`, holding the saved values bit for bit.
+    A new module of the template's class holding the saved values bit for bit.
+
+    **Raises:**
+
+    `ValueError` naming the file and the field for a file that is not a federation checkpoint, was
+    written by another package or for another kind of module (e.g. a `ScoreNet` file loaded into a
+    `ConditionalScoreNet`), by an incompatible jso3 version (another minor version below 1.0), or
+    holds a tree of another structure, shape or dtype.
     """
-    with open(os.fspath(path), "rb") as f:
-        restored = flax.serialization.msgpack_restore(f.read())
-    state = nnx.state(model)
-    expected = jax.tree.structure(nnx.to_pure_dict(state))
-    if jax.tree.structure(restored) != expected:
-        raise ValueError(f"checkpoint {path!r} does not match the structure of the model.")
-    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, restored))
-    nnx.update(model, state)
-    return model
+    graphdef, state = nnx.split(template)
+    restored, _ = jflows.read_checkpoint(
+        path, state, package="jso3", package_version=_version(), kind=_model_kind(template)
+    )
+    return nnx.merge(graphdef, restored)
+
+
+_SAMPLERS = ("ode", "sde")
+
+
+def _default_num_steps(sampler, num_steps):
+    if num_steps is None:
+        return 1000 if sampler == "sde" else 200
+    return num_steps
 
 
 def sample_from_score(
-    score_fn: Callable[[jax.Array, jax.Array], jax.Array],
     key,
+    score_fn: Callable[[jax.Array, jax.Array], jax.Array],
     shape=(),
     *,
     sigma_max=3.0,
     sigma_min=0.01,
-    num_steps: int = 200,
+    num_steps: int | None = None,
     method: str = "heun",
-    sampler: str = "ode",
+    sampler: str = "sde",
     dtype=None,
 ):
     """Sample rotations with a (learned) score: Haar-uniform rotations at `sigma_max`, transported to
-    `sigma_min` on a geometric `sigma_schedule`, by the probability-flow ODE
-    (`probability_flow_sample`, deterministic given the start) or the reverse SDE
-    (`reverse_sde_sample`, geodesic random walk).
+    `sigma_min` on a geometric `sigma_schedule`, by the reverse SDE (`reverse_sde_sample`, geodesic
+    random walk; the default) or the probability-flow ODE (`probability_flow_sample`, deterministic
+    given the start).
+
+    Why the SDE is the default: with a *learned* score the ODE transports the score's errors to the
+    samples, while the SDE's noise lets them decay. On the conditional toy of the tests
+    (`tests/test_conditional.py`, measured with `ConditionalScoreNet` after 600 Adam steps), the
+    ODE's samples are rejected by a KS test against the exact conditional law and the SDE's pass (the
+    numbers are in the package README, "Choosing the sampler"). With the exact score both are
+    accurate (tested); the ODE is the cheaper one then (Heun is second order).
 
     `sigma_max` must be large enough that the noised data are uniform (IGSO(3) at `sigma = 3` differs
     from Haar by about 1e-3 in density).
 
     **Arguments:**
 
+    - `key`: a `jax.random` key.
     - `score_fn`: `score_fn(R, sigma) -> (..., 3)`, e.g. `lambda R, s: model(R, s)`; close over a
       context for a conditional model.
-    - `key`: a `jax.random` key.
     - `shape`: batch shape of the sample.
     - `sigma_max`, `sigma_min`: start and end of the integration, `0 < sigma_min < sigma_max`.
-    - `num_steps`: number of ODE or SDE steps (static).
+    - `num_steps`: number of SDE or ODE steps (static); default 1000 for the SDE (first order), 200
+      for the Heun ODE.
     - `method`: ODE step, `"heun"`, `"midpoint"` or `"euler"` (ignored by the SDE).
-    - `sampler`: `"ode"` (default) or `"sde"`. The SDE is first order: give it several times more
-      steps than the Heun ODE (e.g. 1000 instead of 200).
+    - `sampler`: `"sde"` (default) or `"ode"`.
     - `dtype`: floating dtype of the rotations (default: JAX's default float).
 
     **Returns:**
@@ -395,10 +542,11 @@ def sample_from_score(
     Rotations of shape `(*shape, 3, 3)`.
     """
     _check_sigma_range(sigma_min, sigma_max)
-    if sampler not in ("ode", "sde"):
+    if sampler not in _SAMPLERS:
         raise ValueError(f"`sampler` must be 'ode' or 'sde', got {sampler!r}.")
+    num_steps = _default_num_steps(sampler, num_steps)
     R_init = sample_uniform(key, tuple(shape), dtype=dtype)
     sigmas = sigma_schedule(sigma_max, sigma_min, num_steps).astype(R_init.dtype)
     if sampler == "sde":
-        return reverse_sde_sample(score_fn, jax.random.fold_in(key, 1), R_init, sigmas)
+        return reverse_sde_sample(jax.random.fold_in(key, 1), score_fn, R_init, sigmas)
     return probability_flow_sample(score_fn, R_init, sigmas, method=method)

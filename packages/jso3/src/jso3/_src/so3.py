@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._checks import check_matrix, check_vector
+from ._checks import check_matrix, check_rotation, check_vector, poison
 
 # Below this value of theta^2 the coefficient functions use their Taylor series (exact to float64 there)
 # so that they, and their derivatives of every order, are smooth at the identity.
@@ -55,7 +56,7 @@ def hat(v):
 
     Array of shape `(..., 3, 3)`.
     """
-    check_vector(v, 3, "v")
+    check_vector("v", v, 3)
     v = jnp.asarray(v)
     x, y, z = v[..., 0], v[..., 1], v[..., 2]
     zero = jnp.zeros_like(x)
@@ -82,7 +83,7 @@ def vee(m):
 
     Array of shape `(..., 3)`.
     """
-    check_matrix(m, "m")
+    check_matrix("m", m)
     m = jnp.asarray(m)
     return 0.5 * jnp.stack(
         [m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]],
@@ -103,7 +104,7 @@ def exp(v):
 
     Rotation matrices of shape `(..., 3, 3)`.
     """
-    check_vector(v, 3, "v")
+    check_vector("v", v, 3)
     v = jnp.asarray(v)
     if not jnp.issubdtype(v.dtype, jnp.floating):
         v = v.astype(jnp.result_type(float))
@@ -135,9 +136,13 @@ def matrix_to_quaternion(R):
     **Returns:**
 
     Quaternions of shape `(..., 4)`, scalar first, unit norm, `w >= 0`.
+
+    **Raises:**
+
+    `ValueError` if `R` is not a batch of rotations (see `log`); traced non-rotations give NaN.
     """
-    check_matrix(R, "R")
-    return _matrix_to_quaternion(jnp.asarray(R))
+    R, valid = check_rotation("R", R)
+    return poison(_matrix_to_quaternion(R), valid)
 
 
 @jax.jit
@@ -180,7 +185,7 @@ def quaternion_to_matrix(q):
 
     Rotation matrices of shape `(..., 3, 3)`.
     """
-    check_vector(q, 4, "q")
+    check_vector("q", q, 4)
     return _quaternion_to_matrix(jnp.asarray(q))
 
 
@@ -226,9 +231,16 @@ def log(R):
     **Returns:**
 
     Rotation vectors of shape `(..., 3)`.
+
+    **Raises:**
+
+    `ValueError` if `R` is concrete and not a batch of rotations: shape other than `(..., 3, 3)`, a
+    non-finite entry, `max |R^T R - I|` above `max(1e-5, 1000 eps)` of its dtype, or determinant -1.
+    Under a trace (`jit`, `vmap`, `grad`) it cannot raise: the result (value and gradient) is NaN
+    for every matrix that is not a rotation.
     """
-    check_matrix(R, "R")
-    return _quaternion_log(_matrix_to_quaternion(jnp.asarray(R)))
+    R, valid = check_rotation("R", R)
+    return poison(_quaternion_log(_matrix_to_quaternion(R)), valid)
 
 
 def axis_angle_to_matrix(axis, angle):
@@ -243,7 +255,7 @@ def axis_angle_to_matrix(axis, angle):
 
     Rotation matrices of shape `(..., 3, 3)`.
     """
-    check_vector(axis, 3, "axis")
+    check_vector("axis", axis, 3)
     axis, angle = jnp.asarray(axis), jnp.asarray(angle)
     if angle.shape != axis.shape[:-1]:
         raise ValueError(
@@ -263,13 +275,18 @@ def matrix_to_axis_angle(R):
     **Returns:**
 
     `(axis, angle)` of shapes `(..., 3)` and `(...)`.
+
+    **Raises:**
+
+    `ValueError` if `R` is not a batch of rotations (see `log`); traced non-rotations give NaN.
     """
-    v = log(R)
+    R, valid = check_rotation("R", R)
+    v = _quaternion_log(_matrix_to_quaternion(R))
     angle = _safe_norm(v)
     default = jnp.zeros_like(v).at[..., 2].set(1.0)
     nonzero = (angle > 0)[..., None]
     axis = jnp.where(nonzero, v / jnp.where(nonzero, angle[..., None], 1.0), default)
-    return axis, angle
+    return poison(axis, valid), poison(angle, valid)
 
 
 def rotation_angle(R):
@@ -284,9 +301,13 @@ def rotation_angle(R):
     **Returns:**
 
     Angles of shape `(...)`.
+
+    **Raises:**
+
+    `ValueError` if `R` is not a batch of rotations (see `log`); traced non-rotations give NaN.
     """
-    check_matrix(R, "R")
-    return _rotation_angle(jnp.asarray(R))
+    R, valid = check_rotation("R", R)
+    return poison(_rotation_angle(R), valid)
 
 
 @jax.jit
@@ -306,13 +327,21 @@ def geodesic_distance(R1, R2):
     **Returns:**
 
     Distances of shape `(...)`.
+
+    **Raises:**
+
+    `ValueError` if `R1` or `R2` is not a batch of rotations (see `log`) or their shapes differ;
+    traced non-rotations give NaN.
     """
-    check_matrix(R1, "R1")
-    check_matrix(R2, "R2")
-    R1, R2 = jnp.asarray(R1), jnp.asarray(R2)
-    if R1.shape != R2.shape:
-        raise ValueError(f"`R1` and `R2` must have the same shape, got {R1.shape} and {R2.shape}.")
-    return rotation_angle(jnp.swapaxes(R1, -1, -2) @ R2)
+    check_matrix("R1", R1)
+    check_matrix("R2", R2)
+    if np.shape(R1) != np.shape(R2):
+        raise ValueError(
+            f"`R1` and `R2` must have the same shape, got {np.shape(R1)} and {np.shape(R2)}."
+        )
+    R1, valid1 = check_rotation("R1", R1)
+    R2, valid2 = check_rotation("R2", R2)
+    return poison(_rotation_angle(jnp.swapaxes(R1, -1, -2) @ R2), valid1, valid2)
 
 
 def sample_uniform(key, shape=(), dtype=None):

@@ -1,4 +1,4 @@
-"""Toy distributions on SO(3) with exact samplers and densities (benchmarks for DSM and C2ST).
+"""Toy distributions on SO(3) with exact samplers and densities (benchmarks for DSM and the C2ST).
 
 - `four_blobs()`: an equal-weight mixture of four IGSO(3) blobs (`sigma = 0.2`) at fixed, well separated
   means, as an `IGSO3Mixture` (exact sampler, density and score; noising it by IGSO(3)(s) gives the
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_matrix, check_positive
+from ._checks import check_matrix, check_positive, check_rotation, poison
 from .igso3 import IGSO3
 from .so3 import quaternion_to_matrix
 
@@ -62,7 +62,7 @@ class IGSO3Mixture:
             )
         if np.shape(self.eps) != ():
             raise ValueError(f"`eps` must be a scalar, got shape {np.shape(self.eps)}.")
-        check_positive(self.eps, "eps")
+        check_positive("eps", self.eps)
 
     @property
     def sigma(self):
@@ -71,7 +71,7 @@ class IGSO3Mixture:
 
     def noised(self, sigma) -> IGSO3Mixture:
         """The law of `exp(hat(v)) @ R` for `R` from this mixture and `v` IGSO(3)(sigma) noise."""
-        check_positive(sigma, "sigma")
+        check_positive("sigma", sigma)
         return IGSO3Mixture(self.means, self.eps + 0.5 * jnp.asarray(sigma) ** 2, self.weights)
 
     def _components(self):
@@ -86,7 +86,7 @@ class IGSO3Mixture:
         return R @ self.means[c]
 
     def _log_probs(self, R):
-        check_matrix(R, "R")
+        check_matrix("R", R)  # values: checked by `IGSO3.log_prob` (ValueError, or NaN when traced)
         log_p = jnp.stack([d.log_prob(R) for d in self._components()], axis=-1)
         log_w = jnp.log(self.weights).reshape((1,) * (log_p.ndim - 1) + (-1,))
         return log_p + log_w
@@ -114,7 +114,7 @@ def four_blobs(sigma=0.2, dtype=None) -> IGSO3Mixture:
 
     An `IGSO3Mixture`.
     """
-    check_positive(sigma, "sigma")
+    check_positive("sigma", sigma)
     dtype = dtype or jnp.result_type(float)
     q = _FOUR_BLOB_QUATERNIONS / np.linalg.norm(_FOUR_BLOB_QUATERNIONS, axis=-1, keepdims=True)
     means = quaternion_to_matrix(jnp.asarray(q, dtype))
@@ -158,9 +158,11 @@ class Checkerboard:
             raise ValueError(f"`n_z` must be a positive int, got {self.n_z!r}.")
 
     def cell(self, R):
-        """Cell indices `(i_lon, j_z)` of `R e_z`, each of shape `R.shape[:-2]`."""
-        check_matrix(R, "R")
-        axis = jnp.asarray(R)[..., :, 2]
+        """Cell indices `(i_lon, j_z)` of `R e_z`, each of shape `R.shape[:-2]` (`ValueError` for
+        concrete non-rotations; integer indices cannot be NaN, so traced ones are not flagged here:
+        `log_prob` flags them)."""
+        R, _ = check_rotation("R", R)
+        axis = R[..., :, 2]
         phi = jnp.mod(jnp.arctan2(axis[..., 1], axis[..., 0]), 2 * jnp.pi)
         i = jnp.clip(jnp.floor(phi / (2 * jnp.pi) * self.n_lon), 0, self.n_lon - 1).astype(int)
         j = jnp.clip(jnp.floor((axis[..., 2] + 1) / 2 * self.n_z), 0, self.n_z - 1).astype(int)
@@ -168,9 +170,11 @@ class Checkerboard:
 
     def log_prob(self, R):
         """Log density w.r.t. the normalised Haar measure: `log 2` on black cells, `-inf` elsewhere."""
+        R, valid = check_rotation("R", R)
         i, j = self.cell(R)
-        dtype = jnp.result_type(jnp.asarray(R).dtype, float)
-        return jnp.where((i + j) % 2 == 0, jnp.log(jnp.asarray(2.0, dtype)), -jnp.inf)
+        dtype = jnp.result_type(R.dtype, float)
+        log_p = jnp.where((i + j) % 2 == 0, jnp.log(jnp.asarray(2.0, dtype)), -jnp.inf)
+        return poison(log_p, valid)
 
     def sample(self, key, shape=(), dtype=None):
         """Exact samples, rotations of shape `(*shape, 3, 3)`."""

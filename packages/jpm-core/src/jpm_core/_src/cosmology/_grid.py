@@ -20,6 +20,8 @@ N_TODAY = 384
 """Index of the node at a = 1 (x = X_MIN + N_TODAY * STEP = 0)."""
 N_NODES = N_TODAY + 17
 """Number of nodes: the last one is at x = 0.5."""
+X_MAX = X_MIN + STEP * (N_NODES - 1)
+"""ln(a) of the last node (0.5): the tables, hence the growth functions and distances, end there."""
 
 
 def nodes(dtype: jnp.dtype) -> jax.Array:

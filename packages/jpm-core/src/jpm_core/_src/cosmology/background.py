@@ -6,14 +6,21 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jpm_core._src.cosmology import _grid
 from jpm_core._src.cosmology.parameters import (
+    A_MAX,
+    A_TOLERANCE,
     HUBBLE_DISTANCE,
     Cosmology,
     as_float,
     check_cosmology,
+    check_scale_factor,
     float_dtype,
+    is_valid,
+    poison,
+    scale_factor_ok,
 )
 
 __all__ = ["comoving_distance", "efunc", "scale_factor_of_chi"]
@@ -72,31 +79,45 @@ def _tail_coefficient(cosmo: Cosmology) -> jax.Array:
     return 2.0 * HUBBLE_DISTANCE / jnp.sqrt(cosmo.Omega_m)
 
 
+def guarded(
+    cosmo: Cosmology, value: jax.Array, argument: jax.Array, argument_ok: jax.Array
+) -> jax.Array:
+    """`value`, NaN (value and derivatives) where the cosmology or the argument is invalid."""
+    return poison(value, is_valid(cosmo) & argument_ok, argument, *jax.tree.leaves(cosmo))
+
+
 @jax.jit
 def _efunc(cosmo: Cosmology, a: jax.Array) -> jax.Array:
     dtype = float_dtype(a, *jax.tree.leaves(cosmo))
     cosmo = _cast(cosmo, dtype)
     a = a.astype(dtype)
-    return _efunc_of_x(cosmo, jnp.log(a))
+    ok = scale_factor_ok(a, None)
+    value = _efunc_of_x(cosmo, jnp.log(jnp.where(ok, a, 1.0)))
+    return guarded(cosmo, value, a, ok)
 
 
 @jax.jit
 def _comoving_distance(cosmo: Cosmology, a: jax.Array) -> jax.Array:
     cosmo, _, chi, slopes = _distance_table(cosmo)
     a = a.astype(jnp.result_type(a, chi))
+    ok = scale_factor_ok(a, A_MAX)
+    a_valid = jnp.where(ok, a, 1.0)
     a_min = jnp.exp(jnp.asarray(_grid.X_MIN, a.dtype))
-    inside = a >= a_min
-    x = jnp.log(jnp.where(inside, a, a_min))
+    inside = a_valid >= a_min
+    x = jnp.log(jnp.where(inside, a_valid, a_min))
     on_grid = _grid.hermite(x, chi, slopes)
-    a_tail = jnp.where(inside, a_min, a)
+    a_tail = jnp.where(inside, a_min, a_valid)
     tail = chi[0] + _tail_coefficient(cosmo) * (jnp.sqrt(a_min) - jnp.sqrt(a_tail))
-    return jnp.where(inside, on_grid, tail)
+    return guarded(cosmo, jnp.where(inside, on_grid, tail), a, ok)
 
 
 @jax.jit
 def _scale_factor_of_chi(cosmo: Cosmology, chi: jax.Array) -> jax.Array:
     cosmo, x_nodes, chi_nodes, slopes = _distance_table(cosmo)
     chi = chi.astype(jnp.result_type(chi, chi_nodes))
+    chi_end = chi_nodes[-1]  # negative: the distance to a = A_MAX, in the future
+    ok = jnp.isfinite(chi) & (chi >= chi_end * (1.0 + A_TOLERANCE))
+    chi_argument, chi = chi, jnp.where(ok, chi, 0.0)
     inside = chi <= chi_nodes[0]
     target = jnp.where(inside, chi, chi_nodes[0])
 
@@ -116,7 +137,8 @@ def _scale_factor_of_chi(cosmo: Cosmology, chi: jax.Array) -> jax.Array:
     a_min = jnp.exp(x_nodes[0])
     beyond = jnp.where(inside, chi_nodes[0], chi)
     sqrt_a = jnp.sqrt(a_min) - (beyond - chi_nodes[0]) / _tail_coefficient(cosmo)
-    return jnp.where(inside, jnp.exp(x), jnp.square(jnp.maximum(sqrt_a, 0.0)))
+    value = jnp.where(inside, jnp.exp(x), jnp.square(jnp.maximum(sqrt_a, 0.0)))
+    return guarded(cosmo, value, chi_argument, ok)
 
 
 def efunc(cosmo: Cosmology, a: Any) -> jax.Array:
@@ -128,13 +150,19 @@ def efunc(cosmo: Cosmology, a: Any) -> jax.Array:
     **Arguments:**
 
     - `cosmo`: the [`Cosmology`][jpm_core.Cosmology].
-    - `a`: scale factor (> 0), scalar or array of any shape.
+    - `a`: scale factor (finite, > 0), scalar or array of any shape.
 
     **Returns:**
 
     E(a), same shape as `a`.
+
+    **Raises:**
+
+    `ValueError` for an invalid cosmology (see [`check_cosmology`][jpm_core.check_cosmology]) or
+    scale factor, when they are concrete; traced, those points give NaN (value and gradient).
     """
     check_cosmology(cosmo)
+    check_scale_factor("efunc", a, None)
     return _efunc(cosmo, as_float(a))
 
 
@@ -149,13 +177,20 @@ def comoving_distance(cosmo: Cosmology, a: Any) -> jax.Array:
     **Arguments:**
 
     - `cosmo`: the [`Cosmology`][jpm_core.Cosmology].
-    - `a`: scale factor (> 0), scalar or array of any shape.
+    - `a`: scale factor in (0, A_MAX], `A_MAX = e^0.5 = 1.6487` (the end of the tables), scalar
+      or array of any shape.
 
     **Returns:**
 
     chi in Mpc/h, same shape as `a`.
+
+    **Raises:**
+
+    `ValueError` for an invalid cosmology or scale factor, when they are concrete; traced, those
+    points give NaN (value and gradient).
     """
     check_cosmology(cosmo)
+    check_scale_factor("comoving_distance", a, A_MAX)
     return _comoving_distance(cosmo, as_float(a))
 
 
@@ -168,11 +203,27 @@ def scale_factor_of_chi(cosmo: Cosmology, chi: Any) -> jax.Array:
     **Arguments:**
 
     - `cosmo`: the [`Cosmology`][jpm_core.Cosmology].
-    - `chi`: comoving distance in Mpc/h, scalar or array of any shape.
+    - `chi`: comoving distance in Mpc/h, finite and >= `comoving_distance(cosmo, A_MAX)` (a
+      negative number: the future up to the end of the tables), scalar or array of any shape.
 
     **Returns:**
 
     The scale factor, same shape as `chi`.
+
+    **Raises:**
+
+    `ValueError` for an invalid cosmology or distance, when they are concrete; traced, those
+    points give NaN (value and gradient).
     """
     check_cosmology(cosmo)
+    if not isinstance(chi, jax.core.Tracer):
+        values = np.asarray(chi, dtype=np.float64)
+        chi_end = float(_comoving_distance(cosmo, jnp.asarray(A_MAX)))
+        bad = ~(np.isfinite(values) & (values >= chi_end * (1.0 + A_TOLERANCE)))
+        if np.any(bad):
+            raise ValueError(
+                f"scale_factor_of_chi: chi must be finite and >= comoving_distance(cosmo, "
+                f"A_MAX) = {chi_end:.6g} Mpc/h (a <= {A_MAX:.6g}), got "
+                f"{values[bad] if values.ndim else values}"
+            )
     return _scale_factor_of_chi(cosmo, as_float(chi))

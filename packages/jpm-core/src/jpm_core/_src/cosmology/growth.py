@@ -26,8 +26,16 @@ import jax
 import jax.numpy as jnp
 
 from jpm_core._src.cosmology import _grid
-from jpm_core._src.cosmology.background import omega_de_of_x
-from jpm_core._src.cosmology.parameters import Cosmology, as_float, check_cosmology, float_dtype
+from jpm_core._src.cosmology.background import guarded, omega_de_of_x
+from jpm_core._src.cosmology.parameters import (
+    A_MAX,
+    Cosmology,
+    as_float,
+    check_cosmology,
+    check_scale_factor,
+    float_dtype,
+    scale_factor_ok,
+)
 
 __all__ = ["growth_factor", "growth_factor_second", "growth_rate", "growth_rate_second"]
 
@@ -93,38 +101,47 @@ def _growth_table(cosmo: Cosmology) -> tuple[jax.Array, jax.Array]:
     return jnp.stack(states, axis=-1), jnp.stack(_derivatives(at_nodes, states), axis=-1)
 
 
-def _interpolate(cosmo: Cosmology, a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(a as a float array, the table interpolated at a (last axis 4), g1 at a = 1)."""
+def _interpolate(
+    cosmo: Cosmology, a: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """(a as a float array, the table interpolated at a (last axis 4), g1 at a = 1, a valid).
+
+    Invalid scale factors (outside (0, A_MAX]) are replaced by 1 before interpolating, so that
+    they cannot produce NaNs that would leak into the derivatives of the valid ones; the callers
+    poison them with `guarded`.
+    """
     states, slopes = _growth_table(cosmo)
     a = a.astype(jnp.result_type(a, states))
+    ok = scale_factor_ok(a, A_MAX)
+    a_valid = jnp.where(ok, a, 1.0)
     # Below the grid, the matter era: g1 and g2 are constant, which clamping reproduces exactly.
-    x = jnp.maximum(jnp.log(jnp.maximum(a, jnp.finfo(a.dtype).tiny)), _grid.X_MIN)
+    x = jnp.maximum(jnp.log(jnp.maximum(a_valid, jnp.finfo(a.dtype).tiny)), _grid.X_MIN)
     values = _grid.hermite(x, states, slopes)
-    return a, values, states[_grid.N_TODAY, 0]
+    return a_valid, values, states[_grid.N_TODAY, 0], ok
 
 
 @jax.jit
 def _growth_factor(cosmo: Cosmology, a: jax.Array) -> jax.Array:
-    a, values, g1_today = _interpolate(cosmo, a)
-    return a * values[..., 0] / g1_today
+    a_valid, values, g1_today, ok = _interpolate(cosmo, a)
+    return guarded(cosmo, a_valid * values[..., 0] / g1_today, a, ok)
 
 
 @jax.jit
 def _growth_rate(cosmo: Cosmology, a: jax.Array) -> jax.Array:
-    _, values, _ = _interpolate(cosmo, a)
-    return 1.0 + values[..., 1] / values[..., 0]
+    _, values, _, ok = _interpolate(cosmo, a)
+    return guarded(cosmo, 1.0 + values[..., 1] / values[..., 0], a, ok)
 
 
 @jax.jit
 def _growth_factor_second(cosmo: Cosmology, a: jax.Array) -> jax.Array:
-    a, values, g1_today = _interpolate(cosmo, a)
-    return a * a * values[..., 2] / (g1_today * g1_today)
+    a_valid, values, g1_today, ok = _interpolate(cosmo, a)
+    return guarded(cosmo, a_valid * a_valid * values[..., 2] / (g1_today * g1_today), a, ok)
 
 
 @jax.jit
 def _growth_rate_second(cosmo: Cosmology, a: jax.Array) -> jax.Array:
-    _, values, _ = _interpolate(cosmo, a)
-    return 2.0 + values[..., 3] / values[..., 2]
+    _, values, _, ok = _interpolate(cosmo, a)
+    return guarded(cosmo, 2.0 + values[..., 3] / values[..., 2], a, ok)
 
 
 def growth_factor(cosmo: Cosmology, a: Any) -> jax.Array:
@@ -138,13 +155,21 @@ def growth_factor(cosmo: Cosmology, a: Any) -> jax.Array:
     **Arguments:**
 
     - `cosmo`: the [`Cosmology`][jpm_core.Cosmology].
-    - `a`: scale factor (> 0, up to about 1.6), scalar or array of any shape.
+    - `a`: scale factor in (0, A_MAX], `A_MAX = e^0.5 = 1.6487` (the end of the tables; below
+      a = 6.1e-6 the exact matter-era forms are used), scalar or array of any shape.
 
     **Returns:**
 
     D1(a), same shape as `a`.
+
+    **Raises:**
+
+    `ValueError` for an invalid cosmology (see [`check_cosmology`][jpm_core.check_cosmology]) or
+    a scale factor outside (0, A_MAX], when they are concrete; traced, those points give NaN
+    (value and gradient).
     """
     check_cosmology(cosmo)
+    check_scale_factor("growth_factor", a, A_MAX)
     return _growth_factor(cosmo, as_float(a))
 
 
@@ -154,13 +179,21 @@ def growth_rate(cosmo: Cosmology, a: Any) -> jax.Array:
     **Arguments:**
 
     - `cosmo`: the [`Cosmology`][jpm_core.Cosmology].
-    - `a`: scale factor (> 0, up to about 1.6), scalar or array of any shape.
+    - `a`: scale factor in (0, A_MAX], `A_MAX = e^0.5 = 1.6487` (the end of the tables; below
+      a = 6.1e-6 the exact matter-era forms are used), scalar or array of any shape.
 
     **Returns:**
 
     f1(a), same shape as `a`.
+
+    **Raises:**
+
+    `ValueError` for an invalid cosmology (see [`check_cosmology`][jpm_core.check_cosmology]) or
+    a scale factor outside (0, A_MAX], when they are concrete; traced, those points give NaN
+    (value and gradient).
     """
     check_cosmology(cosmo)
+    check_scale_factor("growth_rate", a, A_MAX)
     return _growth_rate(cosmo, as_float(a))
 
 
@@ -175,13 +208,21 @@ def growth_factor_second(cosmo: Cosmology, a: Any) -> jax.Array:
     **Arguments:**
 
     - `cosmo`: the [`Cosmology`][jpm_core.Cosmology].
-    - `a`: scale factor (> 0, up to about 1.6), scalar or array of any shape.
+    - `a`: scale factor in (0, A_MAX], `A_MAX = e^0.5 = 1.6487` (the end of the tables; below
+      a = 6.1e-6 the exact matter-era forms are used), scalar or array of any shape.
 
     **Returns:**
 
     D2(a), same shape as `a`.
+
+    **Raises:**
+
+    `ValueError` for an invalid cosmology (see [`check_cosmology`][jpm_core.check_cosmology]) or
+    a scale factor outside (0, A_MAX], when they are concrete; traced, those points give NaN
+    (value and gradient).
     """
     check_cosmology(cosmo)
+    check_scale_factor("growth_factor_second", a, A_MAX)
     return _growth_factor_second(cosmo, as_float(a))
 
 
@@ -191,11 +232,19 @@ def growth_rate_second(cosmo: Cosmology, a: Any) -> jax.Array:
     **Arguments:**
 
     - `cosmo`: the [`Cosmology`][jpm_core.Cosmology].
-    - `a`: scale factor (> 0, up to about 1.6), scalar or array of any shape.
+    - `a`: scale factor in (0, A_MAX], `A_MAX = e^0.5 = 1.6487` (the end of the tables; below
+      a = 6.1e-6 the exact matter-era forms are used), scalar or array of any shape.
 
     **Returns:**
 
     f2(a), same shape as `a`.
+
+    **Raises:**
+
+    `ValueError` for an invalid cosmology (see [`check_cosmology`][jpm_core.check_cosmology]) or
+    a scale factor outside (0, A_MAX], when they are concrete; traced, those points give NaN
+    (value and gradient).
     """
     check_cosmology(cosmo)
+    check_scale_factor("growth_rate_second", a, A_MAX)
     return _growth_rate_second(cosmo, as_float(a))

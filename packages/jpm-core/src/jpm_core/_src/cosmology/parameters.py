@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["HUBBLE_DISTANCE", "Cosmology", "check_cosmology"]
+from jpm_core._src.cosmology import _grid
+
+__all__ = ["A_MAX", "HUBBLE_DISTANCE", "Cosmology", "check_cosmology"]
 
 HUBBLE_DISTANCE = 2997.92458
 """c / H0 in Mpc/h (speed of light in km/s divided by 100 km/s/(Mpc/h))."""
+
+A_MAX = math.exp(_grid.X_MAX)
+"""Largest scale factor of the growth and distance tables, e^0.5 = 1.6487 (valid a: (0, A_MAX])."""
+A_TOLERANCE = 1e-6
+"""Relative slack on A_MAX (a float32 e^0.5 rounds above the float64 one)."""
 
 
 @jax.tree_util.register_dataclass
@@ -104,12 +112,70 @@ def _concrete_values(cosmo: Cosmology) -> dict[str, np.ndarray] | None:
     return values
 
 
+# Dark energy must be negligible where the growth tables start (a = 6.1e-6, Einstein-de Sitter
+# initial conditions): rho_de / rho_m there at most this (Lambda-CDM: 5e-16).
+EARLY_DARK_ENERGY_MAX = 1e-6
+# Omega_m = 1 (Einstein-de Sitter) is valid: allow the rounding of Omega_c + Omega_b in float32.
+OMEGA_M_TOLERANCE = 1e-6
+
+
+def _requirements(cosmo: Any, xp: Any) -> list[tuple[str, Any, Any, str]]:
+    """(name, value, ok, requirement) of every condition on the parameters, NumPy or jax.numpy.
+
+    The one definition of the valid range, shared by the eager check (`xp = np`, values) and
+    the traced poison (`xp = jnp`, tracers). Finiteness is checked before these.
+    """
+    omega_m = cosmo.Omega_c + cosmo.Omega_b
+    w_early = cosmo.w0 + cosmo.wa
+    # rho_de / rho_m at the first node of the tables (see background.de_to_matter)
+    exponent = -3.0 * w_early * _grid.X_MIN - 3.0 * cosmo.wa * (1.0 - math.exp(_grid.X_MIN))
+    early_de = (
+        (1.0 - omega_m) / xp.where(omega_m > 0, omega_m, 1.0) * xp.exp(xp.minimum(exponent, 80.0))
+    )
+    return [
+        ("Omega_c", cosmo.Omega_c, cosmo.Omega_c > 0, "must be > 0"),
+        ("Omega_b", cosmo.Omega_b, cosmo.Omega_b >= 0, "must be >= 0"),
+        ("h", cosmo.h, cosmo.h > 0, "must be > 0"),
+        ("sigma8", cosmo.sigma8, cosmo.sigma8 > 0, "must be > 0"),
+        (
+            "Omega_m = Omega_c + Omega_b",
+            omega_m,
+            omega_m <= 1.0 + OMEGA_M_TOLERANCE,
+            "must be <= 1 (flat universe: Omega_de = 1 - Omega_m >= 0)",
+        ),
+        (
+            "w0 + wa",
+            w_early,
+            w_early < 0,
+            "must be < 0 (dark energy must be negligible at early times)",
+        ),
+        (
+            "w0 + wa",
+            w_early,
+            early_de <= EARLY_DARK_ENERGY_MAX,
+            "is too large: rho_de / rho_m must be <= "
+            f"{EARLY_DARK_ENERGY_MAX:g} at a = {math.exp(_grid.X_MIN):.2g}, where the growth "
+            "equations start from matter domination (about w0 + wa < -0.41 for Omega_m = 0.3)",
+        ),
+    ]
+
+
 def check_cosmology(cosmo: Cosmology) -> Cosmology:
-    """Check that the parameters of a cosmology are finite and physical.
+    """Check that the parameters of a cosmology are finite and in the supported range.
+
+    The valid range: every field finite, `Omega_c > 0`, `Omega_b >= 0` (`> 0` for the
+    `"eisenstein_hu"` transfer function), `h > 0`, `sigma8 > 0`, `Omega_m = Omega_c + Omega_b <= 1`
+    (flat universe, no negative dark-energy density), `w0 + wa < 0` with dark energy negligible
+    at a = 6.1e-6 where the growth equations start (`rho_de / rho_m <= 1e-6` there, about
+    `w0 + wa < -0.41` for `Omega_m = 0.3`); `n_s` is any finite number.
 
     Eager only: when any field is a JAX tracer (inside `jit`, `vmap`, `grad`, a diffrax vector
     field, ...) nothing is checked and `cosmo` is returned unchanged, so calling it never breaks a
-    transformation. Batched (array-valued) fields are checked element by element.
+    transformation. The public functions of the module are guarded on the traced path instead:
+    outside the valid range they return NaN, and so do their derivatives (forward and reverse
+    mode), so that a sampler or an optimiser rejects the point rather than accept a finite wrong
+    answer; inside the range values and derivatives are unchanged. Batched (array-valued) fields
+    are checked element by element.
 
     **Arguments:**
 
@@ -122,9 +188,8 @@ def check_cosmology(cosmo: Cosmology) -> Cosmology:
     **Raises:**
 
     - `TypeError`: `cosmo` is not a `Cosmology`, or a field is not numeric.
-    - `ValueError`: a field is not finite, or `Omega_c <= 0`, `Omega_b < 0`, `h <= 0`,
-      `sigma8 <= 0`, `Omega_m > 1` (negative dark-energy density) or `w0 + wa >= 0` (dark energy
-      not negligible at early times); the message names the parameter and its value.
+    - `ValueError`: a field is outside the valid range above; the message names the parameter
+      and its value.
     """
     if not isinstance(cosmo, Cosmology):
         raise TypeError(f"expected a jpm_core.Cosmology, got {type(cosmo).__name__}: {cosmo!r}")
@@ -134,30 +199,68 @@ def check_cosmology(cosmo: Cosmology) -> Cosmology:
     for name, value in values.items():
         if not np.all(np.isfinite(value)):
             raise ValueError(f"Cosmology.{name} must be finite, got {value}")
-    omega_m = values["Omega_c"] + values["Omega_b"]
-    w_early = values["w0"] + values["wa"]
-    checks = [
-        ("Omega_c", values["Omega_c"], values["Omega_c"] > 0, "must be > 0"),
-        ("Omega_b", values["Omega_b"], values["Omega_b"] >= 0, "must be >= 0"),
-        ("h", values["h"], values["h"] > 0, "must be > 0"),
-        ("sigma8", values["sigma8"], values["sigma8"] > 0, "must be > 0"),
-        (
-            "Omega_m = Omega_c + Omega_b",
-            omega_m,
-            omega_m <= 1,
-            "must be <= 1 (flat universe: Omega_de = 1 - Omega_m >= 0)",
-        ),
-        (
-            "w0 + wa",
-            w_early,
-            w_early < 0,
-            "must be < 0 (dark energy must be negligible at early times)",
-        ),
-    ]
-    for name, value, ok, requirement in checks:
+    with np.errstate(all="ignore"):
+        requirements = _requirements(Cosmology(**values), np)
+    for name, value, ok, requirement in requirements:
         if not np.all(ok):
             raise ValueError(f"Cosmology: {name} {requirement}, got {value}")
     return cosmo
+
+
+def is_valid(cosmo: Cosmology, *, baryons: bool = False) -> jax.Array:
+    """Traced-safe: a boolean scalar, True when every parameter is in the valid range.
+
+    `baryons=True` also asks for `Omega_b > 0` (the `"eisenstein_hu"` transfer function).
+    """
+    leaves = [jnp.asarray(leaf) for leaf in jax.tree.leaves(cosmo)]
+    cosmo = jax.tree.unflatten(jax.tree.structure(cosmo), leaves)
+    ok = [jnp.all(jnp.isfinite(leaf)) for leaf in leaves]
+    ok += [jnp.all(condition) for _, _, condition, _ in _requirements(cosmo, jnp)]
+    if baryons:
+        ok.append(jnp.all(cosmo.Omega_b > 0))
+    return jnp.stack(ok).all()
+
+
+def poison(value: jax.Array, valid: Any, *inputs: Any) -> jax.Array:
+    """`value` where `valid`, NaN elsewhere, with NaN derivatives there with respect to `inputs`.
+
+    Adds `where(valid, 0, nan) * sum(inputs)`: where `valid` holds, that is an exact 0 whose
+    derivatives are exact zeros, so values and gradients of valid points are unchanged bit for
+    bit (given finite inputs); elsewhere the value is NaN and so is the derivative with respect to
+    every input (even for a zero cotangent), in forward and reverse mode. `valid` broadcasts
+    against `value`; so does each input (scalars, or arrays of the shape of `value`).
+    """
+    value = jnp.asarray(value)
+    nan_unless = jnp.where(valid, 0.0, jnp.nan).astype(value.dtype)
+    total = jnp.zeros((), value.dtype)
+    for leaf in inputs:
+        leaf = jnp.asarray(leaf).astype(value.dtype)
+        total = total + (leaf if leaf.ndim == 0 or leaf.shape == value.shape else jnp.sum(leaf))
+    return value + nan_unless * total
+
+
+def check_scale_factor(function: str, a: Any, a_max: float | None) -> None:
+    """Eager (no-op on tracers): `a` finite, > 0 and, unless `a_max` is None, <= `a_max`."""
+    if isinstance(a, jax.core.Tracer):
+        return
+    values = np.asarray(a, dtype=np.float64)
+    upper = np.inf if a_max is None else a_max * (1.0 + A_TOLERANCE)
+    bad = ~(np.isfinite(values) & (values > 0) & (values <= upper))
+    if np.any(bad):
+        interval = "(0, inf)" if a_max is None else f"(0, {a_max:.6g}]"
+        detail = "" if a_max is None else " (the tables end at ln a = 0.5)"
+        raise ValueError(
+            f"{function}: the scale factor a must be finite and in {interval}{detail}, "
+            f"got {values[bad] if values.ndim else values}"
+        )
+
+
+def scale_factor_ok(a: jax.Array, a_max: float | None) -> jax.Array:
+    """Traced-safe mask of the valid scale factors (see `check_scale_factor`)."""
+    ok = jnp.isfinite(a) & (a > 0)
+    if a_max is not None:
+        ok = ok & (a <= a_max * (1.0 + A_TOLERANCE))
+    return ok
 
 
 def float_dtype(*values: Any) -> jnp.dtype:

@@ -17,7 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jpm_core._src.cosmology.growth import _growth_factor
-from jpm_core._src.cosmology.parameters import Cosmology, as_float, check_cosmology, float_dtype
+from jpm_core._src.cosmology.parameters import (
+    A_MAX,
+    Cosmology,
+    as_float,
+    check_cosmology,
+    check_scale_factor,
+    float_dtype,
+    is_valid,
+    poison,
+)
 
 __all__ = ["T_CMB", "linear_power", "sigma_r"]
 
@@ -192,7 +201,15 @@ def _cast(cosmo: Cosmology, *values: Any) -> tuple[Cosmology, jnp.dtype]:
 
 def _growth(cosmo: Cosmology, a: jax.Array | None, dtype: jnp.dtype) -> jax.Array:
     # a = None stands for a = 1, where D1 = 1 exactly: skip the growth table altogether.
+    # Invalid scale factors give NaN (value and derivatives): `_growth_factor` is guarded.
     return jnp.ones((), dtype) if a is None else _growth_factor(cosmo, a).astype(dtype)
+
+
+def _guarded(
+    cosmo: Cosmology, value: jax.Array, transfer: str, argument: jax.Array, argument_ok: jax.Array
+) -> jax.Array:
+    valid = is_valid(cosmo, baryons=transfer == "eisenstein_hu") & argument_ok
+    return poison(value, valid, argument, *jax.tree.leaves(cosmo))
 
 
 @functools.partial(jax.jit, static_argnames="transfer")
@@ -200,19 +217,24 @@ def _linear_power(cosmo: Cosmology, k: jax.Array, a: jax.Array | None, transfer:
     cosmo_f, dtype = _cast(cosmo, k, *([] if a is None else [a]))
     k = k.astype(dtype)
     positive = k > 0
-    k_safe = jnp.where(positive, k, 1.0)
+    k_ok = jnp.isfinite(k) & (k >= 0)  # P(0) = 0: the mean of a periodic field has no power
+    k_safe = jnp.where(positive & k_ok, k, 1.0)
     power, on_grid = _power_with_grid(cosmo_f, k_safe.reshape(-1), transfer)
     power = _amplitude(cosmo_f, on_grid) * power.reshape(k.shape)
-    return jnp.where(positive, power, 0.0) * _growth(cosmo, a, dtype) ** 2
+    power = _guarded(cosmo_f, jnp.where(positive, power, 0.0), transfer, k, k_ok)
+    return power * _growth(cosmo, a, dtype) ** 2
 
 
 @functools.partial(jax.jit, static_argnames="transfer")
 def _sigma_r(cosmo: Cosmology, r: jax.Array, a: jax.Array | None, transfer: str) -> jax.Array:
     cosmo_f, dtype = _cast(cosmo, r, *([] if a is None else [a]))
     r = r.astype(dtype)
+    r_ok = jnp.isfinite(r) & (r > 0)
+    r_safe = jnp.where(r_ok, r, 8.0)
     _, on_grid = _power_with_grid(cosmo_f, jnp.ones((0,), dtype), transfer)
-    sigma2 = _sigma2_unnormalised(on_grid, r.reshape(-1)).reshape(r.shape)
-    return jnp.sqrt(_amplitude(cosmo_f, on_grid) * sigma2) * _growth(cosmo, a, dtype)
+    sigma2 = _sigma2_unnormalised(on_grid, r_safe.reshape(-1)).reshape(r.shape)
+    sigma = _guarded(cosmo_f, jnp.sqrt(_amplitude(cosmo_f, on_grid) * sigma2), transfer, r, r_ok)
+    return sigma * _growth(cosmo, a, dtype)
 
 
 def _scale_factor(a: Any) -> jax.Array | None:
@@ -220,6 +242,21 @@ def _scale_factor(a: Any) -> jax.Array | None:
     if isinstance(a, int | float) and not isinstance(a, bool) and a == 1:
         return None
     return as_float(a)
+
+
+def _check_argument(function: str, name: str, values: Any, minimum: float, strict: bool) -> None:
+    """Eager (no-op on tracers): `values` finite and > (or >=) `minimum`."""
+    if isinstance(values, jax.core.Tracer):
+        return
+    array = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(array) & ((array > minimum) if strict else (array >= minimum))
+    if not np.all(ok):
+        relation = ">" if strict else ">="
+        raise ValueError(
+            f"{function}: {name} must be finite and {relation} {minimum:g}, "
+            f"got {array[~ok] if array.ndim else array}"
+        )
 
 
 def _check_transfer(cosmo: Cosmology, transfer: str) -> None:
@@ -244,21 +281,31 @@ def linear_power(
     (`"eisenstein_hu"`, needs `Omega_b > 0`) or without (`"eisenstein_hu_nowiggles"`, their
     zero-baryon-oscillation form). The amplitude A makes sigma(8 Mpc/h, a=1) equal to
     `cosmo.sigma8`, with the top-hat variance integrated by Simpson's rule on a fixed grid of
-    2049 points in ln k from 1e-5 to 1e3 h/Mpc. P(k=0) = 0 (with finite gradients).
+    2049 points in ln k from 1e-5 to 1e3 h/Mpc. P(k=0) = 0 (with finite gradients): the k = 0
+    mode of a periodic field is its mean, which carries no fluctuation.
 
     **Arguments:**
 
     - `cosmo`: the [`Cosmology`][jpm_core.Cosmology].
-    - `k`: wavenumber in h/Mpc (>= 0), scalar or array.
-    - `a`: scale factor, scalar or array broadcastable with `k` (same rank or scalar:
-      implicit rank promotion is not relied upon).
+    - `k`: wavenumber in h/Mpc (finite, >= 0), scalar or array.
+    - `a`: scale factor in (0, A_MAX] (`A_MAX = e^0.5`, see
+      [`growth_factor`][jpm_core.growth_factor]), scalar or array broadcastable with `k` (same
+      rank or scalar: implicit rank promotion is not relied upon).
     - `transfer`: `"eisenstein_hu"` (default) or `"eisenstein_hu_nowiggles"`; static.
 
     **Returns:**
 
     P(k, a) in (Mpc/h)^3, shape of `k` broadcast with `a`.
+
+    **Raises:**
+
+    `ValueError` for an invalid cosmology (see [`check_cosmology`][jpm_core.check_cosmology];
+    `Omega_b > 0` for `"eisenstein_hu"`), `k` or `a`, when they are concrete; traced, those
+    points give NaN (value and gradient).
     """
     _check_transfer(cosmo, transfer)
+    _check_argument("linear_power", "k", k, 0.0, strict=False)
+    check_scale_factor("linear_power", a, A_MAX)
     return _linear_power(cosmo, as_float(k), _scale_factor(a), transfer)
 
 
@@ -274,13 +321,21 @@ def sigma_r(
     **Arguments:**
 
     - `cosmo`: the [`Cosmology`][jpm_core.Cosmology].
-    - `r`: radius in Mpc/h (> 0), scalar or array.
-    - `a`: scale factor, scalar or array broadcastable with `r` (same rank or scalar).
+    - `r`: radius in Mpc/h (finite, > 0), scalar or array.
+    - `a`: scale factor in (0, A_MAX], scalar or array broadcastable with `r` (same rank or
+      scalar).
     - `transfer`: as in `linear_power`; static.
 
     **Returns:**
 
     sigma(R, a), shape of `r` broadcast with `a`.
+
+    **Raises:**
+
+    `ValueError` for an invalid cosmology, `r` or `a`, when they are concrete; traced, those
+    points give NaN (value and gradient).
     """
     _check_transfer(cosmo, transfer)
+    _check_argument("sigma_r", "r", r, 0.0, strict=True)
+    check_scale_factor("sigma_r", a, A_MAX)
     return _sigma_r(cosmo, as_float(r), _scale_factor(a), transfer)
