@@ -39,7 +39,7 @@ import numpy as np
 from jpm_core._src.cosmology.background import comoving_distance, efunc
 from jpm_core._src.cosmology.growth import growth_factor
 from jpm_core._src.cosmology.parameters import Cosmology, as_float, check_cosmology, float_dtype
-from jpm_core._src.cosmology.power import Transfer, linear_power
+from jpm_core._src.cosmology.power import Transfer, _simpson_weights, linear_power
 
 __all__ = ["nonlinear_power"]
 
@@ -54,13 +54,6 @@ _LOGK_MIN, _LOGK_MAX, _N_LOGK = math.log(1e-4), math.log(2e3), 1025
 _LOGR_MIN, _LOGR_MAX, _N_LOGR = math.log(5e-3), math.log(1e2), 48
 _NEWTON_R = 4
 _NEWTON_W = 4
-
-
-def _simpson_weights(n: int, step: float) -> np.ndarray:
-    weights = np.ones(n)
-    weights[1:-1:2] = 4.0
-    weights[2:-1:2] = 2.0
-    return weights * step / 3.0
 
 
 def _k_grid(dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
