@@ -267,7 +267,9 @@ def test_traced_arguments_out_of_range_give_nan_values_and_gradients():
     # element by element: the valid scale factors of a batch keep their values
     values = jax.jit(growth_factor)(cosmo, jnp.array([0.5, -1.0, 1.0, 10.0]))
     np.testing.assert_array_equal(np.isnan(values), [False, True, False, True])
-    np.testing.assert_allclose(np.asarray(values)[[0, 2]], growth_factor(LCDM, np.array([0.5, 1.0])))
+    np.testing.assert_allclose(
+        np.asarray(values)[[0, 2]], growth_factor(LCDM, np.array([0.5, 1.0]))
+    )
 
 
 @pytest.mark.x64
