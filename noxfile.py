@@ -235,7 +235,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def dev(session: nox.Session) -> None:
     """Create/refresh the editable development environment .venv over all seven packages."""
-    session.run("uv", "sync", "--all-packages", external=True)
+    session.run("uv", "sync", "--all-packages", "--all-groups", "--inexact", external=True)
 
 
 @nox.session

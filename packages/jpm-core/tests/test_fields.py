@@ -186,3 +186,20 @@ def test_linear_field_errors():
         linear_field(jax.random.key(0), domain, lambda k: jnp.ones(3))
     with pytest.raises(ValueError, match=r"\(4, 4, 4\)"):
         linear_field_from_noise(jnp.zeros((4, 4, 4)), domain, _power_law)
+
+
+@pytest.mark.parametrize("bad", [jnp.nan, -1.0])
+def test_invalid_power_poisons_the_field_and_its_gradient(bad):
+    # issue 11: a NaN (or negative) power at some k used to give a finite field with holes
+    domain = Domain(8, 50.0)
+    noise = white_noise(jax.random.key(2), domain)
+
+    def energy(amp):
+        def power(k):
+            return jnp.where(k > 0.4, bad, amp * _power_law(k))
+
+        return jnp.sum(linear_field_from_noise(noise, domain, power) ** 2)
+
+    assert np.isnan(float(energy(1.0)))
+    assert np.isnan(float(jax.jit(energy)(1.0)))
+    assert np.isnan(float(jax.grad(energy)(1.0)))

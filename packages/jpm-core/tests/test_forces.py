@@ -7,7 +7,7 @@ from jax.test_util import check_grads
 from jpm_core import Domain, ForceConfig, pm_forces
 
 DOMAIN = Domain((16, 12, 20), (32.0, 18.0, 50.0))  # anisotropic cells: 2, 1.5, 2.5 Mpc/h
-TSC_FD = ForceConfig(kernel="finite_difference", scheme="tsc")
+TSC_FD = ForceConfig(kernel="finite_difference", laplace="spectral", scheme="tsc")
 
 
 def _lattice(domain):
@@ -47,7 +47,12 @@ def test_plane_wave_force_is_analytic(kernel):
             exp_s = expected * s**2
         else:
             exp_s = expected
-        got = pm_forces(pos, DOMAIN, weights, forces=ForceConfig(kernel=kernel, scheme=scheme))
+        got = pm_forces(
+            pos,
+            DOMAIN,
+            weights,
+            forces=ForceConfig(kernel=kernel, laplace="spectral", scheme=scheme),
+        )
         assert got.shape == pos.shape
         np.testing.assert_allclose(got, exp_s, atol=1e-10 * np.abs(expected).max())
 
@@ -141,7 +146,9 @@ def test_momentum_conservation(scheme, kernel):
     key1, key2 = jax.random.split(jax.random.key(0))
     pos = jax.random.uniform(key1, (200, 3), maxval=16.0)
     w = jax.random.uniform(key2, (200,), minval=0.5, maxval=1.5)
-    f = pm_forces(pos, domain, w, forces=ForceConfig(kernel=kernel, scheme=scheme))
+    f = pm_forces(
+        pos, domain, w, forces=ForceConfig(kernel=kernel, laplace="spectral", scheme=scheme)
+    )
     total = jnp.sum(f * w[:, None], axis=0)
     assert float(jnp.max(jnp.abs(total))) < 1e-4 * float(jnp.sum(jnp.abs(f) * w[:, None]))
 
@@ -158,6 +165,8 @@ def test_jit_vmap_and_errors():
         pm_forces(pos[0], domain, forces=ForceConfig(kernel="fourier"))
     with pytest.raises(ValueError, match=r"ForceConfig.scheme .*'ngp'"):
         ForceConfig(scheme="ngp")
+    with pytest.raises(ValueError, match=r"lattice.*tsc"):
+        ForceConfig(scheme="cic")  # the default laplace="lattice" is TSC's symbol
     with pytest.raises(TypeError, match="ForceConfig"):
         pm_forces(pos[0], domain, forces="spectral")
     with pytest.raises(ValueError, match=r"\(3,\)"):

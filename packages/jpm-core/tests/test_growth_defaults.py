@@ -17,7 +17,6 @@ and the painting window cancels. `T^2` is compared with `(D1(1) / D1(0.1))^2`.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -30,33 +29,6 @@ A_INIT = 0.1
 STEPS = 10
 AMPLITUDE = 0.01
 BOXES = [256.0, 1000.0]
-
-
-def lattice_tsc_multiplier(domain: jc.Domain) -> jax.Array:
-    """Potential multiplier that turns the spectral Poisson kernel into the lattice-consistent one.
-
-    For one particle per cell on a mesh of the particle spacing `H`, TSC paints a particle near
-    its node `q` with the weights `3/4, 1/8, 1/8` per axis and a displacement `psi` with the
-    derivative weights `-1/2, 0, 1/2`: the painted density is `-sum_a D_a psi_a` with
-    `D_a = i sin(w_a) / H * prod_{b != a} s(w_b)`, `w = k H`, `s(w) = (3 + cos w) / 4`, and
-    reading the force at the nodes multiplies it by `R = prod_b s(w_b)`. With the spectral
-    gradient `i k`, the force of a linear growing mode (`psi` along `k`) is exact when the
-    Laplacian is `L = -R sum_a k_a sin(w_a) / H * prod_{b != a} s(w_b)`; this returns `-k^2 / L`
-    (0 where `L` vanishes: k = 0 and the axis Nyquist points, where the lattice paints nothing).
-    """
-    ks = jc.wavevectors(domain)
-    cells = domain.cell_size
-    s = [(3.0 + jnp.cos(k * c)) / 4.0 for k, c in zip(ks, cells, strict=True)]
-    read = s[0] * s[1] * s[2]
-    paint = sum(
-        k * jnp.sin(k * c) / c * (s[(i + 1) % 3] * s[(i + 2) % 3])
-        for i, (k, c) in enumerate(zip(ks, cells, strict=True))
-    )
-    denominator = read * paint
-    k2 = ks[0] ** 2 + ks[1] ** 2 + ks[2] ** 2
-    tiny = 1e-6 * jnp.maximum(k2, jnp.finfo(k2.dtype).tiny)
-    safe = jnp.abs(denominator) > tiny
-    return jnp.where(safe, k2 / jnp.where(safe, denominator, 1.0), 0.0)
 
 
 def growth_deviation(box: float, **nbody_options) -> tuple[np.ndarray, np.ndarray, float]:
@@ -92,40 +64,61 @@ def assert_linear_growth(box: float, **nbody_options) -> None:
     assert worst_half < 0.03, f"k <= k_Nyq/2: max |T^2/D1^2 - 1| = {worst_half:.4f}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: the default ForceConfig (CIC, spectral Poisson kernel) grows 12-13% too "
-    "little at k_Nyq/4 and 37-39% at k_Nyq/2; remove this marker when the default becomes "
-    "the lattice-consistent TSC kernel",
-)
 @pytest.mark.parametrize("box", BOXES)
 def test_default_configuration_follows_linear_growth(box):
+    assert jc.ForceConfig() == jc.ForceConfig(kernel="spectral", laplace="lattice", scheme="tsc")
     assert_linear_growth(box)
 
 
-@pytest.mark.parametrize("box", BOXES)
-def test_lattice_consistent_tsc_kernel_follows_linear_growth(box):
-    # The configuration proposed as the default, built from the public hooks: TSC, spectral
-    # gradient, and the lattice-consistent Poisson kernel as a potential multiplier.
-    domain = jc.Domain(N, box)
-    multiplier = lattice_tsc_multiplier(domain)
-    assert_linear_growth(
-        box,
-        forces=jc.ForceConfig(kernel="spectral", laplace="spectral", scheme="tsc"),
-        potential_filter=lambda k, a, params: params,
-        filter_params=multiplier,
+def test_spectral_cic_configuration_falls_short_of_linear_growth():
+    # The previous default (JaxPM's choice): the check above must be able to fail.
+    k, deviation, k_nyq = growth_deviation(
+        256.0, forces=jc.ForceConfig("spectral", "spectral", "cic")
     )
+    assert np.max(np.abs(deviation[k <= k_nyq / 4])) > 0.05
 
 
-def test_lattice_tsc_multiplier_is_the_ratio_of_the_lattice_and_spectral_responses():
-    # Independent of the simulation: along an axis (k_y = k_z = 0), s = 1 for the other axes,
-    # so L = -s(w) k sin(w) / H and the multiplier is k H / (s(w) sin(w)); 1 + O(w^2) at small k.
+def test_lattice_laplacian_along_an_axis():
+    # Along an axis (k_y = k_z = 0), s = 1 for the other axes, so L = -s(w) k sin(w) / H and
+    # -k^2 / L = k H / (s(w) sin(w)); 1 + O(w^2) at small k.
     domain = jc.Domain(16, 160.0)  # H = 10 Mpc/h
-    multiplier = np.asarray(lattice_tsc_multiplier(domain))
+    lap = np.asarray(jc.laplace_kernel(domain, "lattice"))
+    inv = np.asarray(jc.inverse_laplace_kernel(domain, "lattice"))
     for j in (1, 3, 5, 7):
-        w = 2 * np.pi * j / 16
-        expected = w / ((3 + np.cos(w)) / 4 * np.sin(w))
-        np.testing.assert_allclose(multiplier[j, 0, 0], expected, rtol=1e-5)
-    assert multiplier[0, 0, 0] == 0.0
-    assert multiplier[8, 0, 0] == 0.0  # the axis Nyquist point: the lattice paints nothing there
-    np.testing.assert_allclose(multiplier[1, 0, 0], 1.0, atol=0.05)
+        k = 2 * np.pi * j / 160.0
+        w = k * 10.0
+        expected = -((3 + np.cos(w)) / 4) * k * np.sin(w) / 10.0
+        np.testing.assert_allclose(lap[j, 0, 0], expected, rtol=1e-5)
+        np.testing.assert_allclose(inv[j, 0, 0], 1 / expected, rtol=1e-5)
+    assert inv[0, 0, 0] == 0.0
+    assert inv[8, 0, 0] == 0.0  # the axis Nyquist point: the lattice paints nothing there
+    np.testing.assert_allclose(lap[1, 0, 0] / -((2 * np.pi / 160.0) ** 2), 1.0, atol=0.05)
+
+
+@pytest.mark.x64
+def test_lattice_symbol_is_the_tsc_response_to_a_small_displacement():
+    # Independent of the formula: paint a lattice displaced by a small plane wave with TSC, read
+    # a field back, and compare the painted density with -sum_a D_a psi_a and the read-back
+    # with R times the field (the two factors whose product is the lattice Laplacian / -k.k).
+    n = 16
+    domain = jc.Domain(n, float(n))  # H = 1
+    q = np.stack(np.meshgrid(*(np.arange(n),) * 3, indexing="ij"), axis=-1).astype(np.float64)
+    j = np.array([3, 2, 1])
+    k = 2 * np.pi * j / n
+    phase = q @ k
+    eps = 1e-6
+    psi = eps * np.cos(phase)[..., None] * k / np.linalg.norm(k)  # longitudinal, k-directed
+    rho = np.asarray(jc.paint(q + psi, domain, scheme="tsc"))
+    delta = rho - 1.0
+    s = (3 + np.cos(k)) / 4
+    d = np.array([np.sin(k[a]) * np.prod(np.delete(s, a)) for a in range(3)])
+    # psi_a = eps cos(k.q) khat_a: the painted delta is -sum_a D_a psi_a with D_a = i d_a,
+    # i.e. eps * sin(k.q) * sum_a d_a khat_a
+    expected = eps * np.sin(phase) * (d @ (k / np.linalg.norm(k)))
+    np.testing.assert_allclose(delta, expected, atol=1e-3 * eps)
+    field = np.cos(phase)
+    back = np.asarray(jc.read(field[..., None], q, domain, scheme="tsc"))[..., 0]
+    np.testing.assert_allclose(back, np.prod(s) * field, atol=1e-12)
+    lap = np.asarray(jc.laplace_kernel(domain, "lattice"))
+    want = -np.prod(s) * (k @ d)
+    np.testing.assert_allclose(lap[3, 2, 1], want, rtol=1e-10)

@@ -14,13 +14,14 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
-from jpm_core._src.config import KERNEL_KINDS, SCHEMES
+from jpm_core._src.config import KERNEL_KINDS, LAPLACE_KINDS, SCHEMES
 from jpm_core._src.domain import Domain
 
 __all__ = [
     "A_MAX",
     "check_domain",
     "check_kernel_kind",
+    "check_laplace_kind",
     "check_positions",
     "check_scale_factor",
     "check_scheme",
@@ -84,8 +85,13 @@ def check_scheme(name: str, scheme: object) -> int:
     return SCHEMES[scheme]
 
 
-def check_kernel_kind(name: str, kind: object) -> str:
-    """A Fourier-kernel discretisation, `"spectral"` or `"finite_difference"`."""
-    if not isinstance(kind, str) or kind not in KERNEL_KINDS:
-        raise ValueError(f"{name} must be one of {KERNEL_KINDS}, got {kind!r}")
+def check_kernel_kind(name: str, kind: object, kinds: tuple[str, ...] = KERNEL_KINDS) -> str:
+    """A Fourier-kernel discretisation, one of `kinds` (`"spectral"` or `"finite_difference"`)."""
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ValueError(f"{name} must be one of {kinds}, got {kind!r}")
     return kind
+
+
+def check_laplace_kind(name: str, kind: object) -> str:
+    """A Laplacian discretisation, `"lattice"`, `"spectral"` or `"finite_difference"`."""
+    return check_kernel_kind(name, kind, LAPLACE_KINDS)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jpm_core._src.config import ForceConfig
 from jpm_core._src.cosmology.parameters import Cosmology, check_cosmology
 from jpm_core._src.domain import Domain
 from jpm_core._src.io import MANIFEST_FILE, publish_folder, staged_folder, write_manifest
@@ -187,16 +188,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="B",
         help="compute forces on a mesh B times finer than the particle grid per axis (FastPM's "
-        "boost factor; B = 2 brings the large-scale growth within 1%% of linear theory, see the "
-        "README); snapshots and P(k) stay on the particle grid",
+        "boost factor); snapshots and P(k) stay on the particle grid. The default B = 1 with "
+        "--kernel lattice already follows linear growth within 1%% up to k_Nyq/4 (see the README)",
     )
     run.add_argument(
         "--kernel",
-        choices=("spectral", "finite_difference"),
+        choices=("lattice", "spectral", "finite_difference"),
         default=None,
-        help="gradient and Laplacian kernels of the force (default: spectral with "
-        "--force-mesh-factor 1, finite_difference above, as the spectral kernel aliases the "
-        "particle lattice on a finer mesh)",
+        help="force kernels: 'lattice' (spectral gradient, TSC's lattice-consistent Laplacian; "
+        "the default with --force-mesh-factor 1, where it is exact for linear growth), "
+        "'spectral' or 'finite_difference' (that gradient and Laplacian; finite_difference is the "
+        "default above 1, as the spectral gradient aliases the particle lattice on a finer mesh)",
+    )
+    run.add_argument(
+        "--scheme",
+        choices=("tsc", "cic"),
+        default=None,
+        help="mass assignment of the force (default: tsc with --kernel lattice, which needs it; "
+        "cic otherwise)",
     )
     run.add_argument(
         "--fft-backend",
@@ -306,7 +315,23 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
     if args.force_mesh_factor < 1:
         parser.error(f"--force-mesh-factor must be >= 1, got {args.force_mesh_factor}")
     if args.kernel is None:
-        args.kernel = "spectral" if args.force_mesh_factor == 1 else "finite_difference"
+        args.kernel = "lattice" if args.force_mesh_factor == 1 else "finite_difference"
+    if args.kernel == "lattice" and args.force_mesh_factor != 1:
+        parser.error(
+            "--kernel lattice is the lattice-consistent kernel for one particle per cell: use it "
+            f"with --force-mesh-factor 1 (got {args.force_mesh_factor}), or pass "
+            "--kernel finite_difference"
+        )
+    if args.scheme is None:
+        args.scheme = "tsc" if args.kernel == "lattice" else "cic"
+    try:
+        args.forces = ForceConfig(
+            kernel="spectral" if args.kernel == "lattice" else args.kernel,
+            laplace=args.kernel,
+            scheme=args.scheme,
+        )
+    except ValueError as error:
+        parser.error(f"--kernel/--scheme: {error}")
     b = args.force_mesh_factor
     try:
         d = args.domain
@@ -473,7 +498,7 @@ def _configuration(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     options = {
         key: (str(value) if isinstance(value, Path) else value)
         for key, value in vars(args).items()
-        if key not in ("grid", "cosmo", "domain", "force_domain", "out_path")
+        if key not in ("grid", "cosmo", "domain", "force_domain", "out_path", "forces")
     }
     d, f = args.domain, args.force_domain
     return {
@@ -491,6 +516,7 @@ def _configuration(args: argparse.Namespace, argv: Sequence[str]) -> dict:
             "fft_backend": d.fft_backend,
         },
         "force_mesh_shape": list(f.mesh_shape),
+        "forces": dataclasses.asdict(args.forces),
         "step_boundaries": [float(a) for a in args.grid],
         "dtype": "float32",
     }
@@ -535,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             force_domain,
             args.snapshots,
             steps=[float(a) for a in grid],
-            forces=jpm.ForceConfig(kernel=args.kernel, laplace=args.kernel),
+            forces=args.forces,
             progress=progress,
         )
         # snapshots in the cells of the particle grid, the domain the file records

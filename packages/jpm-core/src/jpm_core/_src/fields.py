@@ -69,7 +69,9 @@ def linear_field_from_noise(noise: Array, domain: Domain, power_fn: PowerFn) -> 
       `P` in (Mpc/h)^3, same shape back. It is never evaluated at k=0 (it sees the fundamental
       frequency there, and that mode is zeroed afterwards). It may close over traced parameters
       (e.g. a cosmology); gradients flow through it. It must be elementwise: on a device grid
-      it is evaluated on each device's block of the Fourier grid.
+      it is evaluated on each device's block of the Fourier grid. `P = 0` gives a zero mode;
+      a NaN or negative `P` at any `k > 0` makes the whole field NaN (never a finite field
+      with holes), so that a sampler rejects the point.
 
     **Returns:** the density contrast, real array of shape `domain.mesh_shape` with power `P(k)`.
     """
@@ -88,10 +90,12 @@ def linear_field_from_noise(noise: Array, domain: Domain, power_fn: PowerFn) -> 
             f"power_fn must return an array of the shape of its input {kmag.shape}, "
             f"got {power.shape}"
         )
-    # sqrt with a gradient-safe branch: P = 0 (e.g. beyond a cutoff) gives amplitude 0, gradient 0
+    # sqrt with a gradient-safe branch: P = 0 (e.g. beyond a cutoff) gives amplitude 0, gradient 0;
+    # a NaN or negative P (e.g. an invalid traced cosmology) poisons the field with NaN
     positive = (power > 0) & ~is_zero
+    invalid = ~((power >= 0) | is_zero)
     amplitude = jnp.sqrt(jnp.where(positive, power, 1.0) * (domain.n_cells / domain.volume))
-    amplitude = jnp.where(positive, amplitude, 0.0)
+    amplitude = jnp.where(positive, amplitude, jnp.where(invalid, jnp.nan, 0.0))
     return ifft(fft(noise, domain) * amplitude, domain)
 
 

@@ -89,7 +89,9 @@ def lpt_displacements(
     linear_delta` and `delta2 = phi_xx phi_yy + phi_xx phi_zz + phi_yy phi_zz - phi_xy^2 - phi_xz^2
     - phi_yz^2`; derivatives in Fourier space (`forces.kernel` for each derivative, so second
     derivatives are products of two gradient symbols; `forces.laplace` for the inverse
-    Laplacians; `forces.scheme` is unused). The displacement
+    Laplacians, `"lattice"` meaning the spectral one here, as the displacement field is a
+    continuum one and the lattice symbol corrects the painting of `nbody`'s forces;
+    `forces.scheme` is unused). The displacement
     at scale factor a is `D1(a) psi1 + D2(a) psi2` (see `lpt`).
 
     **Arguments:**
@@ -111,7 +113,12 @@ def lpt_displacements(
     if not jnp.issubdtype(delta.dtype, jnp.floating):
         delta = delta.astype(float_dtype())
     forces = check_forces("forces", forces)
-    return _displacements(delta, domain, order, forces.kernel, forces.laplace)
+    return _displacements(delta, domain, order, forces.kernel, _lpt_laplace(forces))
+
+
+def _lpt_laplace(forces: ForceConfig) -> str:
+    """The Laplacian LPT inverts: the spectral one for `"lattice"` (a painting correction)."""
+    return "spectral" if forces.laplace == "lattice" else forces.laplace
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
@@ -230,7 +237,7 @@ def lpt(
         coefficients = _growth_coefficients(cosmo, a_array, order)
     forces = check_forces("forces", forces)
     positions, momenta = _lpt_state(
-        delta, coefficients, domain, order, forces.kernel, forces.laplace
+        delta, coefficients, domain, order, forces.kernel, _lpt_laplace(forces)
     )
     # A concrete `a` is stored as a NumPy scalar: it stays concrete inside `jit`, so that `nbody`
     # can read the start of its time grid from the state without an explicit `a_init`.

@@ -135,6 +135,18 @@ def _check_state(state: object, domain: Domain) -> ParticleState:
     return state
 
 
+def _check_lattice_laplace(state: ParticleState, domain: Domain, forces: ForceConfig) -> None:
+    """`laplace="lattice"` is TSC's symbol for one particle per cell: refuse a finer force mesh."""
+    x = state.positions
+    if forces.laplace == "lattice" and x.ndim == 4 and x.shape[:3] != domain.mesh_shape:
+        raise ValueError(
+            f"forces.laplace='lattice' (the default) is the lattice-consistent Laplacian for one "
+            f"particle per cell, but the {tuple(x.shape[:3])} particle lattice runs on a finer "
+            f"{domain.mesh_shape} force mesh. Pass forces=ForceConfig(kernel='finite_difference', "
+            "laplace='finite_difference') (FastPM's choice with a finer force mesh)"
+        )
+
+
 def _warn_spectral_on_coarse_lattice(state: ParticleState, domain: Domain, kernel: str) -> None:
     x = state.positions
     if kernel == "spectral" and x.ndim == 4 and x.shape[:3] != domain.mesh_shape:
@@ -487,6 +499,7 @@ def nbody(
         )
     state = _check_state(state, domain)
     _check_lattice_units(state, domain)
+    _check_lattice_laplace(state, domain, forces)
     _warn_spectral_on_coarse_lattice(state, domain, forces.kernel)
     snapshots = _as_increasing("a_snapshots", a_snapshots)
     if a_init is not None:
