@@ -5,10 +5,17 @@ script, jax_cosmo's `Planck15(Omega_c, sigma8)` (Omega_b = 0.0486, h = 0.6774, n
 LCDM, no radiation: jpm-core's `Cosmology` with the same five numbers), saves it as .npy, and
 `shared/peers/jaxpm_bench.py --ic ... --out ...` evolves it in the peer's own venv (1LPT at a_init,
 diffrax LeapfrogMidpoint with fixed steps in a, CIC paint). jpm-core evolves the same field (1LPT at
-a_init, `nbody` with FastPM kick-drift-kick steps, CIC paint), once with its default kernels
-(spectral gradient, spectral Laplacian) and once with JaxPM's (4-point finite-difference gradient
-`i (8 sin w - sin 2w) / 6`, spectral inverse Laplacian; `kernel="finite_difference"`), each at every
-number of steps asked for (default 10 and 100).
+a_init, `nbody` with FastPM kick-drift-kick steps, final CIC paint) with three force
+configurations (`forces=` of `lpt` and `nbody`), each at every number of steps asked for (default
+10 and 100):
+
+- `jpm[default]`: `jc.ForceConfig()`, spectral gradient, lattice-consistent TSC Poisson kernel, TSC
+  mass assignment (lpt uses the spectral Laplacian with it);
+- `jpm[spectral]`: `ForceConfig(kernel="spectral", laplace="spectral", scheme="cic")`, jpm-core
+  0.2's default;
+- `jpm[fd]`: JaxPM's kernels, `ForceConfig(kernel="finite_difference", laplace="spectral",
+  scheme="cic")` (4-point finite-difference gradient `i (8 sin w - sin 2w) / 6`, spectral inverse
+  Laplacian).
 
 Compared, on the density contrasts `delta = rho / mean - 1`: the cross-correlation coefficient r(k),
 the power ratio P_a / P_b per k bin (shells of width k_f up to the Nyquist frequency; the CIC window
@@ -41,6 +48,14 @@ BOX = 256.0
 # jax_cosmo 0.1.x `Planck15` (jax_cosmo/parameters.py), Omega_c and sigma8 overridden by the peer
 # script's defaults; flat, w0 = -1, wa = 0 as in jpm-core's defaults
 PLANCK15 = {"Omega_b": 0.0486, "h": 0.6774, "n_s": 0.9667}
+
+CONFIGS = {
+    "default": jc.ForceConfig(),
+    "spectral": jc.ForceConfig(kernel="spectral", laplace="spectral", scheme="cic"),
+    "finite_difference": jc.ForceConfig(
+        kernel="finite_difference", laplace="spectral", scheme="cic"
+    ),
+}
 
 # run in the peer venv: the growth functions JaxPM's `lpt` and ODE use (jax_cosmo background,
 # jaxpm.growth ODE tables), printed as one JSON line
@@ -81,14 +96,14 @@ def peer_growth(python: Path, args) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_ours(init, domain, cosmo, a_init: float, steps: int, kernel: str) -> np.ndarray:
+def run_ours(init, domain, cosmo, a_init: float, steps: int, config: str) -> np.ndarray:
+    forces = CONFIGS[config]
+
     @jax.jit
     def simulate(delta):
-        state = jc.lpt(cosmo, delta, domain, a_init, order=1, kernel=kernel, laplace="spectral")
-        snaps = jc.nbody(
-            cosmo, state, domain, (1.0,), steps=steps, kernel=kernel, laplace="spectral"
-        ).snapshots
-        return jc.paint(snaps.positions[-1], domain)
+        state = jc.lpt(cosmo, delta, domain, a_init, order=1, forces=forces)
+        snaps = jc.nbody(cosmo, state, domain, (1.0,), steps=steps, forces=forces).snapshots
+        return jc.paint(snaps.positions[-1], domain)  # CIC, as JaxPM
 
     return np.asarray(simulate(init))
 
@@ -170,20 +185,26 @@ def main() -> int:
                 rho["jaxpm", steps] = run_peer(
                     python, ic, Path(tmp) / f"out{steps}.npy", args, steps
                 )
-            for kernel in ("spectral", "finite_difference"):
-                rho[kernel, steps] = run_ours(init, domain, cosmo, args.a_init, steps, kernel)
+            for config in CONFIGS:
+                rho[config, steps] = run_ours(init, domain, cosmo, args.a_init, steps, config)
 
-    short = {"spectral": "jpm[spectral]", "finite_difference": "jpm[fd]", "jaxpm": "jaxpm"}
+    short = {
+        "default": "jpm[default]",
+        "spectral": "jpm[spectral]",
+        "finite_difference": "jpm[fd]",
+        "jaxpm": "jaxpm",
+    }
     rows = []
     for steps in args.steps:
         if python is not None:
-            for kernel in ("spectral", "finite_difference"):
-                name = f"{short[kernel]} vs jaxpm, {steps} steps"
-                rows.append(compare(name, rho[kernel, steps], rho["jaxpm", steps], domain))
-        name = f"jpm[spectral] vs jpm[fd], {steps} steps"
-        rows.append(compare(name, rho["spectral", steps], rho["finite_difference", steps], domain))
+            for config in CONFIGS:
+                name = f"{short[config]} vs jaxpm, {steps} steps"
+                rows.append(compare(name, rho[config, steps], rho["jaxpm", steps], domain))
+        for a, b in (("spectral", "finite_difference"), ("default", "spectral")):
+            name = f"{short[a]} vs {short[b]}, {steps} steps"
+            rows.append(compare(name, rho[a, steps], rho[b, steps], domain))
     hi = max(args.steps)
-    for code in ("finite_difference", "spectral", "jaxpm"):
+    for code in ("finite_difference", "spectral", "default", "jaxpm"):
         for lo in sorted(set(args.steps) - {hi}):
             if (code, lo) in rho:  # each code's convergence towards its own most-steps run
                 name = f"{short[code]} {lo} vs {hi} steps"

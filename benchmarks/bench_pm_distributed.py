@@ -1,11 +1,13 @@
 """Per-step wall time of `nbody` on 8 fake CPU devices, as an overhead ratio over one device.
 
 N^3 particles on an N^3 mesh, 256 Mpc/h, 2LPT at a = 0.1 then `steps` FastPM steps to a = 1,
-float32, the same initial field on every layout. Timed: the jitted `nbody` call alone (the 2LPT
-state is computed once per layout by a jitted function, so it already lives on the layout's
-devices), forward, and its gradient (default reverse-time adjoint) of sum(final CIC density^2)
-with respect to the initial positions and momenta; per-step time = median wall time / steps, and
-the process CPU time per step (all threads; less sensitive to other jobs on a shared machine).
+float32, the default forces (`jc.ForceConfig()`: spectral gradient, lattice TSC Poisson kernel, TSC
+mass assignment), the same initial field on every layout. Timed: the jitted `nbody` call alone
+(the 2LPT state is computed once per layout by a jitted function, so it already lives on the
+layout's devices), forward, and its gradient (default reverse-time adjoint) of sum(final CIC
+density^2) with respect to the initial positions and momenta; per-step time = median wall time /
+steps, and the process CPU time per step (all threads; less sensitive to other jobs on a shared
+machine).
 Layouts: one device, then device grids (px, py) = (2, 4), (1, 8), (8, 1), (4, 2) with a halo
 chosen from `stray_particles` on the final positions of the one-device run (halo >= 1 + the
 largest excursion, and <= the local slab width).
@@ -119,11 +121,13 @@ def layout(
 
 
 def choose_halo(final: jax.Array, mesh: int, grids) -> int:
-    """The smallest halo with no stray particle (CIC) on every grid, checked on the final state."""
+    """The smallest halo with no stray particle on every grid, checked on the final state, for the
+    mass assignment of the default forces (`nbody` runs with `jc.ForceConfig()`: TSC)."""
+    scheme = jc.ForceConfig().scheme
     x = np.asarray(final)
     for halo in range(1, mesh // 8 + 1):
         if all(
-            int(jc.stray_particles(x, jc.Domain(mesh, BOX, device_grid=g, halo=halo))) == 0
+            int(jc.stray_particles(x, jc.Domain(mesh, BOX, device_grid=g, halo=halo), scheme)) == 0
             for g in grids
         ):
             return halo

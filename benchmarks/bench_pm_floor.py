@@ -14,8 +14,12 @@ field, not a random permutation):
 - `nbody_step`: per-step time of `nbody`, (40 steps - 10 steps) / 30, so start-up and the final
   copy cancel.
 
-Wall time (median of repeats) and process CPU time (both cores together) are printed; the ratio
-`nbody_step / floor_fused` is the overhead of the real step over the floor.
+`pm_forces` and `nbody_step` are measured for each force configuration: `default`
+(`jc.ForceConfig()`: spectral gradient, lattice TSC Poisson kernel, TSC paint and read, a 27-node
+stencil) and `spectral-cic` (`ForceConfig(kernel="spectral", laplace="spectral", scheme="cic")`,
+jpm-core 0.2's default, the floor's own mass assignment). Wall time (median of repeats) and process
+CPU time (both cores together) are printed; the ratios `nbody_step / floor_fused` are the overhead
+of a real step over the (CIC) floor.
 
     python benchmarks/bench_pm_floor.py [N ...]      (default: 64 128)
 """
@@ -31,6 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import jpm_core as jc
+
+FORCES = {
+    "default": jc.ForceConfig(),
+    "spectral-cic": jc.ForceConfig(kernel="spectral", laplace="spectral", scheme="cic"),
+}
 
 
 def _time(fn, *args, repeat: int = 7) -> tuple[float, float]:
@@ -69,9 +78,13 @@ def measure(n: int) -> list[dict]:
 
         return jax.jit(lambda x: jax.lax.scan(body, x, length=k)[0])
 
-    def nbody_run(k):
+    def nbody_run(k, forces):
         return jax.jit(
-            lambda s: jc.nbody(cosmo, s, domain, [1.0], steps=k, a_init=0.1).snapshots.positions
+            lambda s: (
+                jc.nbody(
+                    cosmo, s, domain, [1.0], steps=k, a_init=0.1, forces=forces
+                ).snapshots.positions
+            )
         )
 
     cases = {
@@ -84,11 +97,14 @@ def measure(n: int) -> list[dict]:
     for name, (fn, args) in cases.items():
         out[name] = _time(fn, *args)
     start = jc.lpt(cosmo, delta, domain, 0.1, order=1)
-    per_step = {
-        "floor_fused": (lambda k: looped(floor, k), x),
-        "pm_forces": (lambda k: looped(lambda x: jc.pm_forces(x, domain), k), x),
-        "nbody_step": (nbody_run, start),
-    }
+    per_step = {"floor_fused": (lambda k: looped(floor, k), x)}
+    for label, forces in FORCES.items():
+
+        def force(x, forces=forces):
+            return jc.pm_forces(x, domain, forces=forces)
+
+        per_step[f"pm_forces[{label}]"] = (lambda k, f=force: looped(f, k), x)
+        per_step[f"nbody_step[{label}]"] = (lambda k, f=forces: nbody_run(k, f), start)
     for name, (make, arg) in per_step.items():
         short, long = _time(make(10), arg, repeat=5), _time(make(40), arg, repeat=5)
         out[name] = ((long[0] - short[0]) / 30, (long[1] - short[1]) / 30)
@@ -103,16 +119,19 @@ def measure(n: int) -> list[dict]:
         }
         for name, (wall, cpu) in out.items()
     ]
-    rows.append(
-        {
-            "ratio": "per-step overhead over the floor",
-            "mesh": n,
-            "floor_sum_of_parts_s": round(parts, 5),
-            "nbody_step_over_floor_fused": round(out["nbody_step"][0] / out["floor_fused"][0], 2),
-            "pm_forces_over_floor_fused": round(out["pm_forces"][0] / out["floor_fused"][0], 2),
-            "device": str(jax.devices()[0].device_kind),
-        }
-    )
+    floor_s = out["floor_fused"][0]
+    for label in FORCES:
+        rows.append(
+            {
+                "ratio": "per-step overhead over the floor",
+                "forces": label,
+                "mesh": n,
+                "floor_sum_of_parts_s": round(parts, 5),
+                "nbody_step_over_floor_fused": round(out[f"nbody_step[{label}]"][0] / floor_s, 2),
+                "pm_forces_over_floor_fused": round(out[f"pm_forces[{label}]"][0] / floor_s, 2),
+                "device": str(jax.devices()[0].device_kind),
+            }
+        )
     return rows
 
 

@@ -4,9 +4,16 @@ N^3 particles on an N^3 mesh, 256 Mpc/h, 1LPT at a = 0.1, fixed steps to a = 1, 
 float32, one device (JAX's default: a GPU when one is visible; the peer always runs on the CPU, so
 on a GPU run it with `--no-peer`; each row names the device). Forward time, and the gradient of
 sum(density^2) with respect to (Omega_c, sigma8, initial field): wall time (median of repeats,
-after compilation), compile time, and the compiled program's XLA temp memory (`memory_analysis()`), at 10 and 40 steps. Our gradient is
-measured for each `nbody(..., gradient=...)` mode asked for (`--gradients`, default the
-reverse-time `adjoint` and per-step `checkpoint`); JaxPM has one gradient, compared with each.
+after compilation), compile time, and the compiled program's XLA temp memory (`memory_analysis()`),
+at 10 and 40 steps. Our gradient is measured for each `nbody(..., gradient=...)` method asked for
+(`--gradients`: `adjoint` = `jc.Adjoint()`, the default, `checkpoint` = `jc.Checkpointed()`,
+`autodiff` = `jc.Direct()`; default `adjoint checkpoint`); JaxPM has one gradient, compared with
+each. Each of our rows is measured for each force configuration asked for (`--forces`: `default` =
+`jc.ForceConfig()`, the lattice TSC configuration; `spectral-cic` = `ForceConfig(kernel="spectral",
+laplace="spectral", scheme="cic")`, jpm-core 0.2's default, JaxPM-like; `fd-cic` = JaxPM's kernels
+`ForceConfig(kernel="finite_difference", laplace="spectral", scheme="cic")`), default `default
+spectral-cic`. The 1LPT initial state uses the same `forces`, and the final density is CIC painted
+whatever the configuration, as JaxPM's.
 
 `--reversibility` also measures the round-off of the time reversal the adjoint relies on: the
 initial state reconstructed by running the steps backwards from the final one, in float32 and
@@ -16,8 +23,9 @@ The peer runs in its own virtual environment (`.peers/jaxpm`, built by `shared/p
 from PyPI when absent), through its own script; both codes are measured in the same run on the same
 machine, and ratios (ours / JaxPM) are printed last.
 
-    python benchmarks/bench_pm_vs_jaxpm.py [--mesh 64] [--steps 10 40] [--no-peer]
-        [--gradients adjoint checkpoint autodiff] [--reversibility]
+    python benchmarks/bench_pm_vs_jaxpm.py [--mesh 64] [--steps 10 40] [--repeat 3] [--no-peer]
+        [--gradients adjoint checkpoint autodiff] [--forces default spectral-cic fd-cic]
+        [--reversibility]
 """
 
 from __future__ import annotations
@@ -36,18 +44,36 @@ from _jaxpm_peer import SHARED, peer_env, peer_python
 
 import jpm_core as jc
 
+GRADIENTS = {"adjoint": jc.Adjoint(), "checkpoint": jc.Checkpointed(), "autodiff": jc.Direct()}
+FORCES = {
+    "default": jc.ForceConfig(),
+    "spectral-cic": jc.ForceConfig(kernel="spectral", laplace="spectral", scheme="cic"),
+    "fd-cic": jc.ForceConfig(kernel="finite_difference", laplace="spectral", scheme="cic"),
+}
+
 
 def cosmology(omega_c, sigma8):
     # jax_cosmo's Planck15 with (Omega_c, sigma8) free, as the peer script uses
     return jc.Cosmology(Omega_c=omega_c, Omega_b=0.0486, h=0.6774, n_s=0.9667, sigma8=sigma8)
 
 
-def make_simulate(domain: jc.Domain, steps: int, a_init: float = 0.1, gradient: str = "adjoint"):
+def make_simulate(
+    domain: jc.Domain,
+    steps: int,
+    a_init: float = 0.1,
+    gradient: str = "adjoint",
+    forces: str = "default",
+):
+    config = FORCES[forces]
+
     def simulate(omega_c, sigma8, init):
         cosmo = cosmology(omega_c, sigma8)
-        state = jc.lpt(cosmo, init, domain, a_init, order=1)
-        snaps = jc.nbody(cosmo, state, domain, (1.0,), steps=steps, gradient=gradient).snapshots
-        return jc.paint(snaps.positions[-1].reshape(-1, 3), domain)
+        state = jc.lpt(cosmo, init, domain, a_init, order=1, forces=config)
+        snaps = jc.nbody(
+            cosmo, state, domain, (1.0,), steps=steps, forces=config,
+            gradient=GRADIENTS[gradient],
+        ).snapshots  # fmt: skip
+        return jc.paint(snaps.positions[-1].reshape(-1, 3), domain)  # CIC, as JaxPM
 
     return simulate
 
@@ -71,11 +97,18 @@ def measure(fn, args, repeat: int) -> dict:
     }
 
 
-def ours(mesh: int, steps: int, mode: str, repeat: int, gradient: str = "adjoint") -> dict:
+def ours(
+    mesh: int,
+    steps: int,
+    mode: str,
+    repeat: int,
+    gradient: str = "adjoint",
+    forces: str = "default",
+) -> dict:
     domain = jc.Domain(mesh_shape=mesh, box_size=256.0)
     cosmo0 = cosmology(0.25, 0.8)
     init = jc.linear_field(jax.random.key(0), domain, lambda k: jc.linear_power(cosmo0, k))
-    simulate = make_simulate(domain, steps, gradient=gradient)
+    simulate = make_simulate(domain, steps, gradient=gradient, forces=forces)
     if mode == "fwd":
         fn = simulate
     else:
@@ -84,25 +117,54 @@ def ours(mesh: int, steps: int, mode: str, repeat: int, gradient: str = "adjoint
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if mode != "fwd":
         mode = f"grad-{gradient}"
-    return {"code": f"jpm-core-{jc.__version__}", "mesh": mesh, "steps": steps, "mode": mode,
-            **result, "peak_rss_mib_so_far": round(peak, 1),
+    return {"code": f"jpm-core-{jc.__version__}", "forces": forces, "mesh": mesh, "steps": steps,
+            "mode": mode, **result, "peak_rss_mib_so_far": round(peak, 1),
             "device": jax.devices()[0].device_kind}  # fmt: skip
 
 
-def reversibility(mesh: int, steps: int, x64: bool, a_init: float = 0.1) -> dict:
-    """Run the FastPM steps forwards, then backwards as the adjoint does; compare the start."""
-    from jpm_core._src.nbody import _force_function, _step_factors  # the integrator's own pieces
+def step_factors(cosmo: jc.Cosmology, grid: np.ndarray, dtype) -> dict:
+    """FastPM kick and drift factors of every step, from the public growth functions.
 
+    `G_p = a^2 E f1 D1`, `G_f = (3/2) Omega_m D1`; `Dr = (D1(a1) - D1(a0)) / G_p(ah)`,
+    `K(a0, a1; ac) = (G_p(a1) - G_p(a0)) / G_f(ac)` (the formulas of `nbody`'s docstring).
+    """
+    a0, a1 = grid[:-1], grid[1:]
+    ah = 0.5 * (a0 + a1)
+
+    def growth(a):
+        a = jnp.asarray(a, dtype)
+        d1 = jc.growth_factor(cosmo, a).astype(dtype)
+        g_p = a * a * jc.efunc(cosmo, a).astype(dtype) * jc.growth_rate(cosmo, a).astype(dtype)
+        return d1, g_p * d1, 1.5 * jnp.asarray(cosmo.Omega_m, dtype) * d1
+
+    (d_0, gp_0, gf_0), (d_1, gp_1, gf_1), (_, gp_h, _) = growth(a0), growth(a1), growth(ah)
+    return {
+        "kick_first": (gp_h - gp_0) / gf_0,
+        "drift": (d_1 - d_0) / gp_h,
+        "kick_second": (gp_1 - gp_h) / gf_1,
+    }
+
+
+def reversibility(
+    mesh: int, steps: int, x64: bool, a_init: float = 0.1, forces: str = "default"
+) -> dict:
+    """Run the FastPM steps forwards, then backwards as the adjoint does; compare the start.
+
+    Built from the public API (`jc.pm_forces`, the growth functions); the same steps as `nbody`.
+    """
+    config = FORCES[forces]
     with jax.enable_x64(x64):
         dtype = jnp.float64 if x64 else jnp.float32
         domain = jc.Domain(mesh_shape=mesh, box_size=256.0)
         cosmo = cosmology(0.25, 0.8)
         init = jc.linear_field(jax.random.key(0), domain, lambda k: jc.linear_power(cosmo, k))
-        state = jc.lpt(cosmo, init, domain, a_init, order=1)
+        state = jc.lpt(cosmo, init.astype(dtype), domain, a_init, order=1, forces=config)
         grid = np.linspace(a_init, 1.0, steps + 1)
-        fac = _step_factors(cosmo, grid, dtype)
-        force = _force_function(cosmo, domain, None, "spectral", "spectral", "cic")
-        a = jnp.asarray(grid, dtype)
+        fac = step_factors(cosmo, grid, dtype)
+        scale = 1.5 * jnp.asarray(cosmo.Omega_m, dtype)
+
+        def force(x):
+            return scale * jc.pm_forces(x, domain, forces=config).astype(dtype)
 
         @jax.jit
         def round_trip(x, p):
@@ -110,27 +172,28 @@ def reversibility(mesh: int, steps: int, x64: bool, a_init: float = 0.1) -> dict
                 x, p, f = carry
                 p = p + fac["kick_first"][i] * f
                 x = x + fac["drift"][i] * p
-                f = force(x, a[i + 1])
+                f = force(x)
                 return (x, p + fac["kick_second"][i] * f, f), None
 
             def backward(carry, i):
                 x, p, f = carry
                 p = p - fac["kick_second"][i] * f
                 x = x - fac["drift"][i] * p
-                f = force(x, a[i])
+                f = force(x)
                 return (x, p - fac["kick_first"][i] * f, f), None
 
-            carry = (x, p, force(x, a[0]))
+            carry = (x, p, force(x))
             carry, _ = jax.lax.scan(forward, carry, jnp.arange(steps))
             (x_back, p_back, _), _ = jax.lax.scan(backward, carry, jnp.arange(steps), reverse=True)
             return carry[0], x_back, p_back
 
-        x0, p0 = state.positions, state.momenta
+        x0, p0 = state.positions.astype(dtype), state.momenta.astype(dtype)
         x_end, x_back, p_back = round_trip(x0, p0)
-        q = jc.lagrangian_grid(domain)
+        q = jc.lagrangian_grid(domain, dtype)
         rms = lambda v: float(np.sqrt(np.mean(np.asarray(v, np.float64) ** 2)))  # noqa: E731
         return {
-            "reversibility": "float64" if x64 else "float32", "mesh": mesh, "steps": steps,
+            "reversibility": "float64" if x64 else "float32", "forces": forces, "mesh": mesh,
+            "steps": steps,
             "x_max_abs_err_cells": float(jnp.abs(x_back - x0).max()),
             "x_rms_err_over_rms_disp": rms(x_back - x0) / rms(x0 - q),
             "p_rms_err_over_rms_p": rms(p_back - p0) / rms(p0),
@@ -161,12 +224,17 @@ def main() -> None:
         "--gradients", nargs="+", default=["adjoint", "checkpoint"],
         choices=["adjoint", "checkpoint", "autodiff"],
     )  # fmt: skip
+    ap.add_argument(
+        "--forces", nargs="+", default=["default", "spectral-cic"], choices=list(FORCES)
+    )
     ap.add_argument("--reversibility", action="store_true")
     args = ap.parse_args()
     if args.reversibility:
         for steps in args.steps:
             for x64 in (False, True):
-                print(json.dumps(reversibility(args.mesh, steps, x64)), flush=True)
+                for forces in args.forces:
+                    row = reversibility(args.mesh, steps, x64, forces=forces)
+                    print(json.dumps(row), flush=True)
     rows = []
     for steps in args.steps:
         for mode in ("fwd", "grad"):
@@ -174,13 +242,15 @@ def main() -> None:
             if theirs is not None:
                 print(json.dumps(theirs), flush=True)
             for gradient in ["adjoint"] if mode == "fwd" else args.gradients:
-                mine = ours(args.mesh, steps, mode, args.repeat, gradient)
-                print(json.dumps(mine), flush=True)
-                if theirs is not None:
-                    rows.append((steps, mine["mode"], mine, theirs))
+                for forces in args.forces:
+                    mine = ours(args.mesh, steps, mode, args.repeat, gradient, forces)
+                    print(json.dumps(mine), flush=True)
+                    if theirs is not None:
+                        rows.append((steps, mine["mode"], mine, theirs))
     for steps, mode, mine, theirs in rows:
         print(json.dumps({
-            "ratio": "jpm-core / jaxpm", "mesh": args.mesh, "steps": steps, "mode": mode,
+            "ratio": "jpm-core / jaxpm", "forces": mine["forces"], "mesh": args.mesh,
+            "steps": steps, "mode": mode,
             "time": round(mine["run_s_median"] / theirs["run_s_median"], 3),
             "xla_temp_memory": round(mine["xla_temp_mib"] / theirs["xla_temp_mib"], 3)
             if mine["xla_temp_mib"] and theirs["xla_temp_mib"] else None,
