@@ -88,7 +88,7 @@ def _logistic_flow(a_raw, b_raw, loc, scale):
         loc_scale=(loc, scale),
     )
     flow.layers[0].free[...] = jnp.array([a_raw, b_raw, 0.0, -60.0])
-    a = 0.1 + jax.nn.softplus(a_raw + np.log(np.expm1(0.9)))
+    a = 1.0 + jax.nn.softplus(a_raw + np.log(np.expm1(1.0)))
     return flow, loc - scale * b_raw, scale / a
 
 

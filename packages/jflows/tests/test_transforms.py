@@ -120,15 +120,15 @@ def test_inverse_second_order_grads():
 
 def _analytic_inverse(y, a_raw, b_raw):
     # One sigmoid component with c -> 0: f(x) = sigmoid(a (logit x + b)), so
-    # x = sigmoid(logit(y) / a - b); a = 0.1 + softplus(a_raw + log(expm1(0.9))) and the single
+    # x = sigmoid(logit(y) / a - b); a = 1 + softplus(a_raw + log(expm1(1))) and the single
     # component's shift is b_raw (SigmoidMixture's parameterisation, written out independently).
-    a = 0.1 + jax.nn.softplus(a_raw + math.log(math.expm1(0.9)))
+    a = 1.0 + jax.nn.softplus(a_raw + math.log(math.expm1(1.0)))
     return jax.nn.sigmoid((jnp.log(y) - jnp.log1p(-y)) / a - b_raw)
 
 
 @pytest.mark.x64
 def test_implicit_gradient_equals_analytic_inverse_gradient():
-    transform = SigmoidMixture(num_components=1, min_slope=0.1, min_linear=0.0)
+    transform = SigmoidMixture(num_components=1, min_linear=0.0)
 
     def implicit(y, a_raw, b_raw):
         raw = jnp.stack([a_raw, b_raw, jnp.zeros_like(y), jnp.full_like(y, -60.0)], axis=-1)

@@ -9,6 +9,7 @@ from jflows._src.distrax_adapter import to_distrax
 from jflows._src.flow import ConditionalFlow
 from jflows._src.layers import BoxScaling, Coupling, LogisticScaling, Permutation, standardisation
 from jflows._src.metrics import C2STResult, c2st
+from jflows._src.progress import ProgressBar, progress_bar
 from jflows._src.simulators import (
     lotka_volterra_model,
     lotka_volterra_simulate,
@@ -42,6 +43,7 @@ __all__ = [
     "LogisticScaling",
     "MonotoneMixture",
     "Permutation",
+    "ProgressBar",
     "RampMixture",
     "SigmoidMixture",
     "__version__",
@@ -53,6 +55,7 @@ __all__ = [
     "load_checkpoint",
     "lotka_volterra_model",
     "lotka_volterra_simulate",
+    "progress_bar",
     "read_checkpoint",
     "save_checkpoint",
     "simulate_with_score",

@@ -15,19 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from jflows._src.checkpoint import read_checkpoint, write_checkpoint
 from jflows._src.flow import ConditionalFlow
 from jflows._src.layers import BoxScaling
+from jflows._src.progress import progress_bar
 
 __all__ = [
     "fit",
@@ -112,40 +104,6 @@ def _fingerprint(data, settings) -> str:
         h.update(f"{a.dtype}{a.shape}".encode())
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
-
-
-class _Bar:
-    """A `rich.progress` bar over the epochs with the losses (or nothing when disabled)."""
-
-    def __init__(self, enabled, total, start):
-        self._progress = None
-        if enabled:
-            self._progress = Progress(
-                TextColumn("[bold]jflows.train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4g} val {task.fields[val]:.4g}"),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self._task = self._progress.add_task(
-                "train", total=total, completed=start, loss=math.nan, val=math.nan
-            )
-
-    def __enter__(self):
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def update(self, done, loss, val):
-        if self._progress is not None:
-            self._progress.update(self._task, completed=done, loss=loss, val=val)
-
-    def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.stop()
 
 
 _TRAIN_KIND = "jflows.train_state"
@@ -333,7 +291,13 @@ def train(
             },
         )
 
-    with _Bar(progress and not done, max_epochs, start) as bar:
+    with progress_bar(
+        "jflows.train",
+        max_epochs,
+        enabled=progress and not done,
+        start=start,
+        fields=("loss", "val"),
+    ) as bar:
         ep = start
         while not done and ep < max_epochs:
             key, sub = jax.random.split(key)
@@ -362,7 +326,7 @@ def train(
             else:
                 best_params, best_epoch = params, ep
             ep += 1
-            bar.update(ep, train_loss, history["val_loss"][-1] if n_val else math.nan)
+            bar.update(ep, loss=train_loss, val=history["val_loss"][-1] if n_val else math.nan)
             done = ep >= max_epochs or bool(n_val and waited >= patience)
             if path is not None and (done or ep % checkpoint_every == 0):
                 save(ep, done)

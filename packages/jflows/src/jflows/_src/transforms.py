@@ -52,11 +52,15 @@ class MonotoneMixture(abc.ABC):
     bisection_steps: int | None
     newton_steps: int | None
 
+    # the allowed range of `min_slope`, [lo, hi)
+    _slope_range: tuple[float, float] = (0.0, 1.0)
+
     def _validate(self) -> None:
         if not isinstance(self.num_components, int) or self.num_components < 1:
             raise ValueError(f"num_components must be a positive int, got {self.num_components!r}")
-        if not 0.0 < self.min_slope < 1.0:
-            raise ValueError(f"min_slope must lie in (0, 1), got {self.min_slope!r}")
+        lo, hi = self._slope_range
+        if not (lo <= self.min_slope and (self.min_slope < hi)):
+            raise ValueError(f"min_slope must lie in [{lo}, {hi}), got {self.min_slope!r}")
         if not 0.0 <= self.min_linear < 1.0:
             raise ValueError(f"min_linear must lie in [0, 1), got {self.min_linear!r}")
         for name in ("bisection_steps", "newton_steps"):
@@ -82,8 +86,7 @@ class MonotoneMixture(abc.ABC):
             raw[..., 2 * k : 3 * k],
             raw[..., 3 * k],
         )
-        # a(0) = 1: with zero raw parameters each component is the "unit" member of its family.
-        a = self.min_slope + jax.nn.softplus(a_raw + _inv_softplus(1.0 - self.min_slope))
+        a = self._a(a_raw)
         log_w = jax.nn.log_softmax(w_raw, axis=-1)
         log_1mc = math.log1p(-self.min_linear) + _log_sigmoid(-c_raw)
         if self.min_linear == 0.0:
@@ -108,6 +111,10 @@ class MonotoneMixture(abc.ABC):
         raw = jnp.asarray(raw)
         a, b_raw, log_w, _, log_c = self._split(raw)
         return {"a": a, "b": self._b(b_raw), "w": jnp.exp(log_w), "c": jnp.exp(log_c)}
+
+    def _a(self, a_raw):
+        """Slopes `a >= min_slope` of the components; zero raw parameters give `a = 1`."""
+        return self.min_slope + jax.nn.softplus(a_raw + _inv_softplus(1.0 - self.min_slope))
 
     @abc.abstractmethod
     def _b(self, b_raw):
@@ -193,28 +200,41 @@ class MonotoneMixture(abc.ABC):
         # its relative precision next to the end points. One loop (one copy of f in the compiled
         # program): the first `n_bisect` steps bisect the bracket [lo, hi] (always valid, always
         # shrinking), the next ones take Newton steps in t, falling back to bisection whenever a
-        # step would leave the bracket.
+        # step would leave the bracket. The answer is the evaluated point of smallest residual
+        # |f(x) - y| (the loop runs once more to evaluate its last step): when the root sits within
+        # rounding of a bracket end, Newton's quadratic overshoot lands just outside the bracket and
+        # the bisection fallback alone would stall at the bracket's width (x off by 7e-7 in float64
+        # at x = 1/2 before this was tracked). NaN parameters give NaN.
         y = jnp.clip(y, 0.0, 1.0)
         n_bisect, n_newton = self._steps(y.dtype)
         tiny, top = _tiny_and_top(y.dtype)
         t_min, t_max = math.log(tiny) - math.log1p(-tiny), math.log(top) - math.log1p(-top)
 
         def step(i, carry):
-            lo, hi, t = carry
+            lo, hi, t, best_t, best_r = carry
             x = jax.nn.sigmoid(t)
             fx, log_det = self.forward_and_log_det(x, raw)
             r = fx - y
+            better = jnp.abs(r) < best_r
+            best_t = jnp.where(better, t, best_t)
+            best_r = jnp.where(better, jnp.abs(r), best_r)
             lo = jnp.where(r < 0, t, lo)
             hi = jnp.where(r > 0, t, hi)
             # dF/dt = f'(x) x (1 - x)
             newton = t - r * jnp.exp(-(log_det + _log_sigmoid(t) + _log_sigmoid(-t)))
             use_newton = (i >= n_bisect) & (newton >= lo) & (newton <= hi)
-            return lo, hi, jnp.where(use_newton, newton, 0.5 * (lo + hi))
+            return lo, hi, jnp.where(use_newton, newton, 0.5 * (lo + hi)), best_t, best_r
 
-        init = (jnp.full_like(y, t_min), jnp.full_like(y, t_max), jnp.zeros_like(y))
-        _, _, t = lax.fori_loop(0, n_bisect + n_newton, step, init)
-        x = jax.nn.sigmoid(t)
-        return jnp.where(y <= 0, 0.0, jnp.where(y >= 1, 1.0, x)).astype(y.dtype)
+        init = (
+            jnp.full_like(y, t_min),
+            jnp.full_like(y, t_max),
+            jnp.zeros_like(y),
+            jnp.full_like(y, jnp.nan),
+            jnp.full_like(y, jnp.inf),
+        )
+        *_, t, _ = lax.fori_loop(0, n_bisect + n_newton + 1, step, init)
+        x = jnp.where(y <= 0, 0.0, jnp.where(y >= 1, 1.0, jax.nn.sigmoid(t)))
+        return jnp.where(jnp.isnan(t), jnp.nan, x).astype(y.dtype)
 
 
 # The kernels, compiled once per (transform, shapes, dtype); inside a user's jit they are inlined.
@@ -259,15 +279,22 @@ def _tiny_and_top(dtype):
 class SigmoidMixture(MonotoneMixture):
     r"""Mixture of affine-logit-sigmoids (Zeghal et al. 2022, after Kohler et al. 2021).
 
-    Components `g_k(x) = sigmoid(a_k (logit x + b_k))` with slopes `a_k >= min_slope` and shifts
-    `b_k = raw_b + β_k`, where the fixed offsets β_k spread from -2 to 2 break the symmetry between
-    components. The logit is evaluated on `x` clipped to `[tiny, 1 - epsneg]` of its dtype, and each
-    component is renormalised so that `ĝ_k(0) = 0` and `ĝ_k(1) = 1` exactly.
+    Components `g_k(x) = sigmoid(a_k (logit x + b_k))` with slopes `a_k >= min_slope >= 1` and
+    shifts `b_k = raw_b + β_k`, where the fixed offsets β_k spread from -2 to 2 break the symmetry
+    between components. The logit is evaluated on `x` clipped to `[tiny, 1 - epsneg]` of its dtype,
+    and each component is renormalised so that `ĝ_k(0) = 0` and `ĝ_k(1) = 1` exactly.
+
+    Near the edges a component behaves like `x^a_k` (and `1 - (1 - x)^a_k`), so `a_k >= 1` keeps
+    `f'` (the density of the layer) bounded on the closed interval: with `f' >= c` as well, `f` is
+    bi-Lipschitz and invertible in floating point up to the edges (slopes below 1, allowed until
+    issue 12, made the density singular at the edges and `f(f^-1(y))` wrong by up to 3e-2 near
+    `y = 1`).
 
     **Arguments:**
 
     - `num_components`: K, the number of mixture components.
-    - `min_slope`: lower bound on the slopes `a_k` (in (0, 1); zero raw parameters give `a_k = 1`).
+    - `min_slope`: lower bound on the slopes `a_k`, at least 1 (zero raw parameters give
+      `a_k = min_slope + 1`).
     - `min_linear`: lower bound on the linear weight `c` (zero raw parameters give
       `c = (1 + min_linear) / 2`); it bounds `f' >= c`, which conditions the inverse.
     - `bisection_steps`, `newton_steps`: iterations of the inverse (solved for logit x); `None`
@@ -275,13 +302,20 @@ class SigmoidMixture(MonotoneMixture):
     """
 
     num_components: int = 8
-    min_slope: float = 0.1
+    min_slope: float = 1.0
     min_linear: float = 0.01
     bisection_steps: int | None = None
     newton_steps: int | None = None
 
+    _slope_range = (1.0, math.inf)
+
     def __post_init__(self):
         self._validate()
+
+    def _a(self, a_raw):
+        # a >= 1: a component behaves like x^a at 0 and 1 - (1 - x)^a at 1, so a < 1 would make
+        # f' (the density) blow up at the edges. a(0) = min_slope + 1.
+        return self.min_slope + jax.nn.softplus(a_raw + _inv_softplus(1.0))
 
     def _b(self, b_raw):
         k = self.num_components

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_cl"]
+__all__ = ["plot_cl", "plot_map"]
 
 
 def plot_cl(
@@ -105,4 +105,59 @@ def plot_cl(
     if measured is not None:
         axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_map(
+    kappa: Any,
+    geometry: Any = None,
+    *,
+    field_deg: float | None = None,
+    ax: Any = None,
+    cmap: str = "inferno",
+    colorbar: bool = True,
+    title: str | None = None,
+    **imshow: Any,
+) -> Any:
+    """Draw a convergence map on the sky, axes in degrees (y along axis 0, drawn upwards).
+
+    **Arguments:**
+
+    - `kappa`: the map, shape `(ny, nx)`.
+    - `geometry`: its [`FlatSky`][jlens.FlatSky] (gives the extent), or None with `field_deg`.
+    - `field_deg`: side of the map in degrees when no geometry is given (default: pixel units).
+    - `ax`: a matplotlib Axes to draw in (default: a new figure).
+    - `cmap`, `colorbar`, `title`: display options; other keywords go to `imshow`.
+
+    **Returns:**
+
+    The `matplotlib.figure.Figure`.
+    """
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("plot_map needs matplotlib: pip install matplotlib") from error
+    kappa = np.asarray(kappa, dtype=np.float64)
+    if kappa.ndim != 2:
+        raise ValueError(f"kappa must be one map of shape (ny, nx), got {kappa.shape}")
+    if geometry is not None:
+        geometry.check_map("kappa", kappa, batch=False)
+        side = geometry.field_rad * 180.0 / np.pi
+        unit = "deg"
+    elif field_deg is not None:
+        side, unit = float(field_deg), "deg"
+    else:
+        side, unit = float(kappa.shape[0]), "pixel"
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.8, 4.0))
+    else:
+        fig = ax.figure
+    extent = (0.0, side * kappa.shape[1] / kappa.shape[0], 0.0, side)
+    image = ax.imshow(kappa, origin="lower", extent=extent, cmap=cmap, **imshow)
+    ax.set_xlabel(f"x [{unit}]")
+    ax.set_ylabel(f"y [{unit}]")
+    if title:
+        ax.set_title(title)
+    if colorbar:
+        fig.colorbar(image, ax=ax, label=r"$\kappa$")
     return fig

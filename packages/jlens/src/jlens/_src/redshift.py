@@ -96,7 +96,8 @@ class RedshiftDistribution(abc.ABC):
         """
         self._check_parameters()
         if is_concrete(self):
-            norm = float(np.asarray(_normalisation(self), dtype=np.float64))
+            with jax.ensure_compile_time_eval():  # concrete even inside someone else's jit
+                norm = float(np.asarray(_normalisation(self), dtype=np.float64))
             if not np.isfinite(norm):  # NaN: the integral was not positive and finite
                 raise ValueError(
                     f"{type(self).__name__} does not integrate to a positive finite number over "

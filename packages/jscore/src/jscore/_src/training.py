@@ -15,9 +15,9 @@ from flax import nnx
 from jax import Array
 
 import jflows
+from jflows import progress_bar
 
 from ._checks import check_int, check_scalar, check_sigma_range
-from ._progress import progress_bar
 
 ScoreFn = Callable[[Array, Array], Array]
 SigmaSampler = Callable[[Array, int], Array]
@@ -294,7 +294,7 @@ class DSMTrainer:
         `save_every` steps; returns the state and the losses as a NumPy array."""
         start = int(state.step)
         losses = []
-        with progress_bar("dsm", num_steps, enabled=progress, start=start) as bar:
+        with progress_bar("jscore.train_dsm", num_steps, enabled=progress, start=start) as bar:
             for i in range(num_steps):
                 batch = jnp.asarray(stream.batch(start + i))
                 state, loss = self._step(state, batch, key)

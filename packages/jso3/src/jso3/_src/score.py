@@ -25,15 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 import jflows
 
@@ -243,19 +234,6 @@ def _fingerprint(*trees) -> str:
     return h.hexdigest()
 
 
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("train_dsm"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-
-
 def _write_training_checkpoint(path, tree, metadata):
     jflows.write_checkpoint(
         path, tree, package="jso3", package_version=_version(), kind="jso3.train_dsm",
@@ -405,13 +383,9 @@ def train_dsm(
             params, opt_state = state["params"], state["opt_state"]
             losses, done = np.array(state["losses"]), int(state["step"])
 
-    with _progress_bar(progress) as bar:
-        last = (
-            "-"
-            if done == 0
-            else f"{float(np.mean(losses[max(0, done - steps_per_call) : done])):.4f}"
-        )
-        task = bar.add_task("train_dsm", total=num_steps, completed=done, loss=last)
+    with jflows.progress_bar("jso3.train_dsm", num_steps, enabled=progress, start=done) as bar:
+        if done:
+            bar.update(done, loss=float(np.mean(losses[max(0, done - steps_per_call) : done])))
         for first in range(done, num_steps, steps_per_call):
             params, opt_state, chunk_losses = chunk(
                 params, opt_state, keys[first : first + steps_per_call]
@@ -432,7 +406,7 @@ def train_dsm(
                     {"params": params, "opt_state": opt_state, "losses": losses, "step": done},
                     metadata,
                 )
-            bar.update(task, completed=done, loss=f"{float(np.mean(chunk_losses)):.4f}")
+            bar.update(done, loss=float(np.mean(chunk_losses)))
     return nnx.merge(graphdef, params), {"loss": losses}
 
 
