@@ -110,6 +110,7 @@ def _moons_bayes():
     return 0.5 + 0.5 * tv
 
 
+@pytest.mark.slow  # ~2 min on 2 cores; the Gaussian checks above stay in the default suite
 def test_c2st_on_thin_moons_reaches_the_bayes_accuracy():
     # The benchmark's target has 0.01-thin crescents: the classifier must resolve them. The exact
     # posterior (ring width 0.01) against one with width 0.015. A classifier of the radial distance
