@@ -34,16 +34,19 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jpm_core._src.cosmology.background import comoving_distance, efunc
 from jpm_core._src.cosmology.growth import growth_factor
-from jpm_core._src.cosmology.parameters import Cosmology, as_float, check_cosmology, float_dtype
-from jpm_core._src.cosmology.power import Transfer, _simpson_weights, linear_power
+from jpm_core._src.cosmology.parameters import Cosmology, as_float, float_dtype
+from jpm_core._src.cosmology.power import (
+    Transfer,
+    _check_transfer,
+    _simpson_weights,
+    linear_power,
+)
 
 __all__ = ["nonlinear_power"]
 
-_TRANSFERS = ("eisenstein_hu", "eisenstein_hu_nowiggles")
 DarkEnergy = Literal["w0", "cpl", "distance_matched"]
 _DARK_ENERGY = ("w0", "cpl", "distance_matched")
 
@@ -278,18 +281,9 @@ def nonlinear_power(
 
     P_nl(k, a) in (Mpc/h)^3, shape of `k` broadcast with `a`; 0 at k = 0.
     """
-    if transfer not in _TRANSFERS:
-        raise ValueError(f"transfer must be one of {_TRANSFERS}, got {transfer!r}")
     if dark_energy not in _DARK_ENERGY:
         raise ValueError(f"dark_energy must be one of {_DARK_ENERGY}, got {dark_energy!r}")
-    check_cosmology(cosmo)
-    if transfer == "eisenstein_hu" and not isinstance(cosmo.Omega_b, jax.core.Tracer):
-        omega_b = np.asarray(cosmo.Omega_b, dtype=np.float64)
-        if not np.all(omega_b > 0):
-            raise ValueError(
-                "transfer='eisenstein_hu' needs Omega_b > 0 (use 'eisenstein_hu_nowiggles' "
-                f"without baryons), got Omega_b={omega_b}"
-            )
+    _check_transfer(cosmo, transfer)  # linear_power's own check: one message for both
     k, a = as_float(k), as_float(a)
     if k.ndim and a.ndim and k.ndim != a.ndim:
         raise ValueError(
