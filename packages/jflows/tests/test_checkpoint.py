@@ -84,6 +84,22 @@ def test_round_trip_is_bit_for_bit_with_metadata(tmp_path):
     ]
 
 
+def test_checkpoint_info_reads_the_header_without_a_template(tmp_path):
+    tree = _tree(0)
+    out = write_checkpoint(tmp_path / "c.msgpack", tree, metadata={"arch": {"width": 3}}, **IDS)
+    info = jflows.checkpoint_info(out)
+    assert (info["package"], info["package_version"], info["kind"]) == tuple(IDS.values())
+    assert info["format_version"] == 1
+    assert info["metadata"] == {"arch": {"width": 3}}
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    assert info["leaves"] == {
+        jax.tree_util.keystr(p): (tuple(np.shape(v)), str(np.asarray(v).dtype)) for p, v in flat
+    }
+    (tmp_path / "junk").write_bytes(b"not msgpack at all")
+    with pytest.raises(ValueError, match="junk"):
+        jflows.checkpoint_info(tmp_path / "junk")
+
+
 def test_optax_state_prng_keys_numpy_and_scalar_leaves(tmp_path):
     params = {"w": jnp.ones((3,)), "b": jnp.zeros(())}
     opt = optax.adam(1e-2)

@@ -4,7 +4,7 @@ See the package README for what it offers. Everything listed in `__all__` is pub
 under `jflows._src` is private.
 """
 
-from jflows._src.checkpoint import read_checkpoint, write_checkpoint
+from jflows._src.checkpoint import checkpoint_info, read_checkpoint, write_checkpoint
 from jflows._src.distrax_adapter import to_distrax
 from jflows._src.flow import ConditionalFlow
 from jflows._src.layers import BoxScaling, Coupling, LogisticScaling, Permutation, standardisation
@@ -48,6 +48,7 @@ __all__ = [
     "SigmoidMixture",
     "__version__",
     "c2st",
+    "checkpoint_info",
     "fit",
     "fit_nle",
     "fit_npe",

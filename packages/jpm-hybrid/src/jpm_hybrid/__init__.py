@@ -11,14 +11,17 @@ A learned isotropic Fourier correction of the PM potential, `phi_k -> phi_k (1 +
 - **Simulation**: `hybrid_nbody`, `make_truth` / `load_truth` / `TruthData` (the offline truth: a
   finer jpm-core run from the same initial particles), `TRUTH_FORCES`.
 - **Training**: `make_loss`, `train_hybrid`, `periodic_difference`, `density_power`.
-- **Files**: `save_filter` / `load_filter` (the federation's checkpoint format, via jflows).
+- **Files**: `save_filter` / `load_filter` / `filter_config` (the federation's checkpoint format,
+  via jflows).
+- **Shipped weights**: `pretrained_filter`, `pretrained_info`, `PRETRAINED`.
+- **Command line**: `jpm-hybrid truth | train | evaluate` (`python -m jpm_hybrid`).
 
 Everything exported here is public API; everything under `jpm_hybrid._src` is private.
 """
 
 __version__ = "0.1.0"
 
-from jpm_hybrid._src.checkpoint import load_filter, save_filter
+from jpm_hybrid._src.checkpoint import filter_config, load_filter, save_filter
 from jpm_hybrid._src.filters import (
     FilterConfig,
     ForceReversal,
@@ -29,6 +32,7 @@ from jpm_hybrid._src.filters import (
     potential_filter,
 )
 from jpm_hybrid._src.pgd import PGDCorrection, pgd_kernel, pgd_parameters
+from jpm_hybrid._src.pretrained import PRETRAINED, pretrained_filter, pretrained_info
 from jpm_hybrid._src.simulate import (
     TRUTH_FORCES,
     TruthData,
@@ -40,6 +44,7 @@ from jpm_hybrid._src.simulate import (
 from jpm_hybrid._src.train import density_power, make_loss, periodic_difference, train_hybrid
 
 __all__ = [
+    "PRETRAINED",
     "TRUTH_FORCES",
     "FilterConfig",
     "ForceReversal",
@@ -50,6 +55,7 @@ __all__ = [
     "bspline",
     "check_force_reversal",
     "density_power",
+    "filter_config",
     "force_reversal",
     "hybrid_nbody",
     "load_filter",
@@ -60,6 +66,8 @@ __all__ = [
     "pgd_kernel",
     "pgd_parameters",
     "potential_filter",
+    "pretrained_filter",
+    "pretrained_info",
     "save_filter",
     "step_grid",
     "train_hybrid",

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "read_checkpoint", "write_checkpoint"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "checkpoint_info", "read_checkpoint", "write_checkpoint"]
 
 FORMAT = "jpm-federation/checkpoint"
 FORMAT_VERSION = 1
@@ -211,6 +211,35 @@ def _read_header(path) -> tuple[str, dict]:
         if not isinstance(blob.get(field), dict):
             raise ValueError(f"{name!r}: field {field!r} is missing or not a map")
     return name, blob
+
+
+def checkpoint_info(path) -> dict[str, Any]:
+    """What a checkpoint file holds, without a template: read it to choose the template.
+
+    Checks the format and `format_version` as `read_checkpoint` does (a `ValueError` naming the
+    file and the field otherwise); package, kind and version are returned, not checked.
+
+    **Arguments:**
+
+    - `path`: a file written by [`write_checkpoint`][jflows.write_checkpoint].
+
+    **Returns:** a dict with `"package"`, `"package_version"`, `"kind"`, `"format_version"`,
+    `"metadata"` (the JSON-like metadata as written) and `"leaves"` (`{keystr path: (shape,
+    dtype name)}`, in the tree's flattening order).
+    """
+    _, blob = _read_header(path)
+    leaves = {
+        key: (tuple(int(n) for n in np.shape(value)), str(np.asarray(value).dtype))
+        for key, value in blob["leaves"].items()
+    }
+    return {
+        "package": blob["package"],
+        "package_version": blob["package_version"],
+        "kind": blob["kind"],
+        "format_version": blob["format_version"],
+        "metadata": blob["metadata"],
+        "leaves": leaves,
+    }
 
 
 def _placed(arr, leaf):

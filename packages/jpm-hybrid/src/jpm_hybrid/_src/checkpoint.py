@@ -3,6 +3,7 @@ msgpack, never pickle, atomic), with its architecture and `|k|` unit recorded an
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -43,7 +44,9 @@ def save_filter(
     )
 
 
-def load_filter(path: str | os.PathLike, template: SplineFilter | FilterConfig) -> SplineFilter:
+def load_filter(
+    path: str | os.PathLike, template: SplineFilter | FilterConfig | None = None
+) -> SplineFilter:
     """Read a filter written by `save_filter` into a new `SplineFilter` (pure: a template model is
     not modified).
 
@@ -51,13 +54,44 @@ def load_filter(path: str | os.PathLike, template: SplineFilter | FilterConfig) 
 
     - `path`: the file.
     - `template`: a `SplineFilter` or the `FilterConfig` it was built with (the architecture and
-      `|k|` unit the caller expects).
+      `|k|` unit the caller expects, checked against the file); `None` takes the architecture
+      recorded in the file (`filter_config(path)`).
 
     **Raises:** `ValueError` naming the file and the field for a file of another format, package,
     kind or incompatible version (jflows' checks), parameters of another shape (another
     architecture), and a filter for another `|k|` unit, range or conditioning than the template's:
     a grid-unit filter is never applied as a physical one, or the reverse.
     """
+    return _read_filter(path, template)[0]
+
+
+def filter_config(path: str | os.PathLike) -> FilterConfig:
+    """The `FilterConfig` recorded in a filter file (architecture, `|k|` unit and range).
+
+    **Raises:** `ValueError` naming the file for a file that `save_filter` did not write.
+    """
+    info = jflows.checkpoint_info(path)
+    if info["package"] != "jpm-hybrid" or info["kind"] != FILTER_KIND:
+        raise ValueError(
+            f"{os.fspath(path)!r}: field 'kind' is {info['kind']!r} of package "
+            f"{info['package']!r}, expected {FILTER_KIND!r} of 'jpm-hybrid'"
+        )
+    saved = info["metadata"].get("architecture")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{os.fspath(path)!r}: field 'architecture' is missing from the metadata")
+    names = {f.name for f in dataclasses.fields(FilterConfig)}
+    try:
+        return FilterConfig(**{k: v for k, v in saved.items() if k in names})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{os.fspath(path)!r}: field 'architecture' is invalid: {error}") from None
+
+
+def _read_filter(
+    path: str | os.PathLike, template: SplineFilter | FilterConfig | None
+) -> tuple[SplineFilter, dict[str, Any]]:
+    """`load_filter`, also returning the file's metadata (`{"architecture", "user"}`)."""
+    if template is None:
+        template = filter_config(path)
     if isinstance(template, SplineFilter):
         config = template.config
     elif isinstance(template, FilterConfig):
@@ -98,4 +132,4 @@ def load_filter(path: str | os.PathLike, template: SplineFilter | FilterConfig) 
                 f"expected {expected[field]!r}"
                 + (": the filter was trained for another |k| unit" if field == "k_unit" else "")
             )
-    return nnx.merge(graphdef, nnx.State(jax.tree.map(jnp.asarray, params)))
+    return nnx.merge(graphdef, nnx.State(jax.tree.map(jnp.asarray, params))), metadata

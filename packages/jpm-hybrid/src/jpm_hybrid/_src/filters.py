@@ -105,7 +105,8 @@ def bspline(u: Array, knots: Array, coefficients: Array) -> Array:
       `(n + 4,)`.
     - `coefficients`: the `n` control values.
 
-    **Returns:** the spline at `u`, shaped like `u`.
+    **Returns:** the spline at `u`, shaped like `u`; NaN where a knot or coefficient it depends on
+    is NaN (a NaN knot is never skipped as an empty span).
     """
     n = coefficients.shape[0]
     i = jnp.clip(jnp.searchsorted(knots, u, side="right") - 1, 3, n - 1)
@@ -116,7 +117,8 @@ def bspline(u: Array, knots: Array, coefficients: Array) -> Array:
             right = knots[i + j + 1 - r]
             span = right - left
             positive = span > 0
-            alpha = jnp.where(positive, (u - left) / jnp.where(positive, span, 1.0), 0.0)
+            # a repeated knot (span 0) gives 0; a NaN knot gives NaN (0 * span), value and gradient
+            alpha = jnp.where(positive, (u - left) / jnp.where(positive, span, 1.0), 0.0 * span)
             d[j] = (1.0 - alpha) * d[j - 1] + alpha * d[j]
     return d[3]
 
@@ -216,14 +218,41 @@ def filter_function(
     """The `potential_filter(k, a, params)` of a split `SplineFilter`: `params` is
     `{"model": pure dict of its parameters, "cosmology": (Omega_m, sigma8) or None}`."""
     scale = _k_scale(config, domain)
+    # The filter is isotropic: on the mesh's Fourier grid it is evaluated once per distinct |k|
+    # (about 3 N^2 values instead of N^3 / 2 at N^3) and gathered back, which keeps a hybrid step
+    # within a few percent of a plain PM step. `jpm_core` calls the filter with exactly
+    # `jpm_core.wavenumbers(domain)`; any other `k` is evaluated point by point.
+    grid = None
+    if not domain.is_distributed:
+        with jax.ensure_compile_time_eval():  # a constant, also when built under a jit trace
+            grid = np.asarray(jax.device_get(jpm_core.wavenumbers(domain)))
+    if grid is not None:
+        unique, inverse = np.unique(grid, return_inverse=True)
+        inverse = inverse.reshape(grid.shape).astype(np.int32)
+
+    def evaluate(model, k, a, cosmology):
+        return model(k * jnp.asarray(scale, k.dtype), a, cosmology).astype(k.dtype)
 
     def potential_filter(k, a, params):
         model = nnx.merge(graphdef, nnx.State(params["model"]))
         cosmology = params.get("cosmology")
-        f = model(k * jnp.asarray(scale, k.dtype), a, cosmology)
-        return 1.0 + f.astype(k.dtype)
+        k = jnp.asarray(k)
+        if grid is not None and k.shape == grid.shape and _is_grid(k, grid):
+            f = evaluate(model, jnp.asarray(unique, k.dtype), a, cosmology)[inverse]
+        else:
+            f = evaluate(model, k, a, cosmology)
+        return 1.0 + f
 
     return potential_filter
+
+
+def _is_grid(k: Any, grid: np.ndarray) -> bool:
+    """True for a traced `k` of the grid's shape (what jpm-core passes under `jit`) and for a
+    concrete `k` equal to the grid; a concrete array of the same shape with other values is
+    evaluated point by point."""
+    if not is_concrete(k):
+        return True
+    return bool(np.array_equal(np.asarray(k), grid.astype(np.asarray(k).dtype)))
 
 
 def potential_filter(
@@ -263,7 +292,9 @@ def potential_filter(
 
 class ForceReversal(NamedTuple):
     """What `force_reversal` found: the smallest multiplier `1 + f` over the `|k|` of the mesh and
-    the scale factors examined, where it is reached (`a`, `k` in h/Mpc), and `reversed = min < 0`."""
+    the scale factors examined, where it is reached (`a`, `k` in h/Mpc), and `reversed = min < 0`.
+    A NaN multiplier anywhere makes `min_multiplier` NaN (at the first such `a`, `k`) and
+    `reversed` False: `check_force_reversal` refuses it as not finite."""
 
     min_multiplier: float
     a: float
@@ -295,12 +326,17 @@ def force_reversal(
     a_values = np.atleast_1d(np.asarray(a, float))
     if a_values.ndim != 1 or a_values.size == 0 or not np.all(np.isfinite(a_values)):
         raise ValueError(f"a must be a finite scale factor or a 1-D sequence of them, got {a!r}")
-    k_mesh = np.asarray(
-        jax.device_get(jpm_core.wavenumbers(jpm_core.Domain(domain.mesh_shape, domain.box_size)))
-    )
-    k = jnp.asarray(np.unique(k_mesh.ravel()))
-    evaluate = jax.jit(jax.vmap(fn, in_axes=(None, 0, None)))
-    values = np.asarray(evaluate(k, jnp.asarray(a_values, k.dtype), params))
+    # concrete parameters evaluate now, also when called while a jitted function is traced (e.g.
+    # hybrid_nbody under jit with a closed-over model and a traced cosmology)
+    with jax.ensure_compile_time_eval():
+        k_mesh = np.asarray(
+            jax.device_get(
+                jpm_core.wavenumbers(jpm_core.Domain(domain.mesh_shape, domain.box_size))
+            )
+        )
+        k = np.unique(k_mesh.ravel())
+        evaluate = jax.jit(jax.vmap(fn, in_axes=(None, 0, None)))
+        values = np.asarray(evaluate(jnp.asarray(k), jnp.asarray(a_values, k.dtype), params))
     i, j = np.unravel_index(int(np.argmin(values)), values.shape)
     low = float(values[i, j])
     return ForceReversal(min_multiplier=low, a=float(a_values[i]), k=float(k[j]), reversed=low < 0)
@@ -313,8 +349,15 @@ def check_force_reversal(
     *,
     cosmo: jpm_core.Cosmology | None = None,
 ) -> ForceReversal:
-    """`force_reversal`, raising a `ValueError` (with where it happens) if `1 + f < 0` anywhere."""
+    """`force_reversal`, raising a `ValueError` (with where it happens) if `1 + f < 0` anywhere,
+    or if `1 + f` is not finite somewhere (NaN or infinite parameters)."""
     report = force_reversal(model, domain, a, cosmo=cosmo)
+    if not np.isfinite(report.min_multiplier):
+        raise ValueError(
+            f"the filter is not finite: 1 + f = {report.min_multiplier!r} at "
+            f"k = {report.k:.4g} h/Mpc, a = {report.a:.4g} (NaN or infinite parameters); "
+            "refusing to use it"
+        )
     if report.reversed:
         raise ValueError(
             f"the filter reverses gravity: 1 + f = {report.min_multiplier:.4g} < 0 at "
