@@ -76,6 +76,34 @@ def test_grid_and_physical_units():
     assert not np.allclose(fg2(k2, a, pg2), fp2(k2, a, pp2), atol=1e-3)
 
 
+def test_filter_built_for_one_box_is_right_on_another_box():
+    """A `(fn, params)` built on one box but called (under `jit`, as `jpm_core.nbody` does) with the
+    wavenumbers of another box of the same mesh shape must not reuse the first box's |k|: the fast
+    per-distinct-|k| path checks the grid and falls back to the point-by-point evaluation."""
+    built, other = jc.Domain(8, 32.0), jc.Domain(8, 48.0)
+    model = jh.SplineFilter(jh.FilterConfig(k_max=1.5), rngs=nnx.Rngs(5))
+    fn, params = jh.potential_filter(model, built)
+    a = jnp.float32(0.6)
+    jitted = jax.jit(fn)
+    for domain in (built, other):
+        k = jc.wavenumbers(domain)
+        np.testing.assert_allclose(jitted(k, a, params), 1.0 + model(k, a), rtol=1e-6, atol=1e-6)
+    k_other = jc.wavenumbers(other)
+    assert not np.allclose(1.0 + model(k_other, a), 1.0 + model(jc.wavenumbers(built), a), atol=1e-3)
+    # and through the PM force: the filter built on `built`, run on `other`, equals the one built
+    # on `other` (a physical-|k| filter is the same function of |k| on every box)
+    cosmo = jc.Cosmology()
+    delta = jc.linear_field(jax.random.key(1), other, lambda k: jc.linear_power(cosmo, k))
+    state = jc.lpt(cosmo, delta, other, 0.1)
+    fn_other, params_other = jh.potential_filter(model, other)
+    run = jax.jit(
+        lambda fn_params, fn_: jc.pm_forces(state.positions, other, potential_filter=fn_,
+                                            filter_params=fn_params, a=jnp.float32(0.5)),
+        static_argnums=1,
+    )
+    np.testing.assert_allclose(run(params, fn), run(params_other, fn_other), rtol=1e-5, atol=1e-6)
+
+
 def test_grid_units_need_cubic_cells():
     model = jh.SplineFilter(jh.FilterConfig(k_unit="grid"), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="cubic cells"):

@@ -237,22 +237,23 @@ def filter_function(
         model = nnx.merge(graphdef, nnx.State(params["model"]))
         cosmology = params.get("cosmology")
         k = jnp.asarray(k)
-        if grid is not None and k.shape == grid.shape and _is_grid(k, grid):
-            f = evaluate(model, jnp.asarray(unique, k.dtype), a, cosmology)[inverse]
-        else:
-            f = evaluate(model, k, a, cosmology)
-        return 1.0 + f
+        if grid is None or k.shape != grid.shape:
+            return 1.0 + evaluate(model, k, a, cosmology)
+        if is_concrete(k):
+            if np.array_equal(np.asarray(k), grid.astype(np.asarray(k).dtype)):
+                return 1.0 + evaluate(model, jnp.asarray(unique, k.dtype), a, cosmology)[inverse]
+            return 1.0 + evaluate(model, k, a, cosmology)
+        # A traced `k` of the grid's shape is usually this domain's grid, but a filter built for
+        # one box may be run on another box with the same mesh: check, and fall back to the
+        # point-by-point evaluation (the check costs one comparison per mode).
+        return 1.0 + jax.lax.cond(
+            jnp.all(k == jnp.asarray(grid, k.dtype)),
+            lambda k: evaluate(model, jnp.asarray(unique, k.dtype), a, cosmology)[inverse],
+            lambda k: evaluate(model, k, a, cosmology),
+            k,
+        )
 
     return potential_filter
-
-
-def _is_grid(k: Any, grid: np.ndarray) -> bool:
-    """True for a traced `k` of the grid's shape (what jpm-core passes under `jit`) and for a
-    concrete `k` equal to the grid; a concrete array of the same shape with other values is
-    evaluated point by point."""
-    if not is_concrete(k):
-        return True
-    return bool(np.array_equal(np.asarray(k), grid.astype(np.asarray(k).dtype)))
 
 
 def potential_filter(
