@@ -89,7 +89,9 @@ def test_filter_built_for_one_box_is_right_on_another_box():
         k = jc.wavenumbers(domain)
         np.testing.assert_allclose(jitted(k, a, params), 1.0 + model(k, a), rtol=1e-6, atol=1e-6)
     k_other = jc.wavenumbers(other)
-    assert not np.allclose(1.0 + model(k_other, a), 1.0 + model(jc.wavenumbers(built), a), atol=1e-3)
+    assert not np.allclose(
+        1.0 + model(k_other, a), 1.0 + model(jc.wavenumbers(built), a), atol=1e-3
+    )
     # and through the PM force: the filter built on `built`, run on `other`, equals the one built
     # on `other` (a physical-|k| filter is the same function of |k| on every box)
     cosmo = jc.Cosmology()
@@ -97,8 +99,13 @@ def test_filter_built_for_one_box_is_right_on_another_box():
     state = jc.lpt(cosmo, delta, other, 0.1)
     fn_other, params_other = jh.potential_filter(model, other)
     run = jax.jit(
-        lambda fn_params, fn_: jc.pm_forces(state.positions, other, potential_filter=fn_,
-                                            filter_params=fn_params, a=jnp.float32(0.5)),
+        lambda fn_params, fn_: jc.pm_forces(
+            state.positions,
+            other,
+            potential_filter=fn_,
+            filter_params=fn_params,
+            a=jnp.float32(0.5),
+        ),
         static_argnums=1,
     )
     np.testing.assert_allclose(run(params, fn), run(params_other, fn_other), rtol=1e-5, atol=1e-6)

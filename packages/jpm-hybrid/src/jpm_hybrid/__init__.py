@@ -9,7 +9,8 @@ A learned isotropic Fourier correction of the PM potential, `phi_k -> phi_k (1 +
 - **Plugging in**: `potential_filter` (the `(potential_filter, filter_params)` pair of
   `jpm_core.nbody`), `force_reversal` / `check_force_reversal` (`1 + f < 0` reported).
 - **Simulation**: `hybrid_nbody`, `make_truth` / `load_truth` / `TruthData` (the offline truth: a
-  finer jpm-core run from the same initial particles), `TRUTH_FORCES`.
+  finer jpm-core run from the same initial particles), `TRUTH_FORCES`; `hybrid_odeint` (the same
+  equations under a diffrax solver and adjoint; the `diffrax` extra).
 - **Training**: `make_loss`, `train_hybrid`, `periodic_difference`, `density_power`.
 - **Files**: `save_filter` / `load_filter` / `filter_config` (the federation's checkpoint format,
   via jflows).
@@ -31,6 +32,7 @@ from jpm_hybrid._src.filters import (
     force_reversal,
     potential_filter,
 )
+from jpm_hybrid._src.odeint import hybrid_odeint
 from jpm_hybrid._src.pgd import PGDCorrection, pgd_kernel, pgd_parameters
 from jpm_hybrid._src.pretrained import PRETRAINED, pretrained_filter, pretrained_info
 from jpm_hybrid._src.simulate import (
@@ -58,6 +60,7 @@ __all__ = [
     "filter_config",
     "force_reversal",
     "hybrid_nbody",
+    "hybrid_odeint",
     "load_filter",
     "load_truth",
     "make_loss",
