@@ -148,6 +148,30 @@ def test_shift_errors_and_traced_nan():
         jlens.LognormalConfig(variance="sample")
 
 
+@pytest.mark.x64
+@pytest.mark.parametrize(("r", "same_bins"), [(0.8, False), (0.0, True), (1.0, True)])
+def test_multi_bin_gradient_matches_finite_differences(r, same_bins):
+    """Two bins through the per-mode matrix square root: correlated, uncorrelated with equal spectra
+    (degenerate eigenvalues) and perfectly correlated identical bins (a zero eigenvalue at every
+    mode, where `sqrt(clip(w, 0))` gave NaN gradients)."""
+    from jax.test_util import check_grads
+
+    geometry = jlens.FlatSky(16, field_deg=2.0)
+    cl = _toy_cl_grid(geometry, r=r)
+    if same_bins:
+        cl[1, 1] = cl[0, 0]
+        cl[0, 1] = cl[1, 0] = r * cl[0, 0]
+    noise = jax.random.normal(jax.random.key(0), (2, 16, 16), jnp.float64)
+
+    def statistic(scale, shifts):
+        kappa = jlens.lognormal_field(noise, jnp.asarray(cl) * scale, geometry, shifts)
+        return jnp.sum(jnp.sin(50.0 * kappa))
+
+    args = (1.0, jnp.asarray(SHIFTS))
+    assert np.all(np.isfinite(jax.grad(statistic, argnums=(0, 1))(*args)[1]))
+    check_grads(statistic, args, order=1, modes=("rev",), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
 # --- with a cosmology ------------------------------------------------------------------------------
 
 # float32 leaves, as numpyro samples them: one compilation of angular_cl serves every test below
@@ -177,6 +201,28 @@ def test_lognormal_maps_cosmology_vmap_and_bad_input():
         jlens.lognormal_maps(keys[0], COSMO, BIN, GEO32, -0.1, config=CONFIG)
     with pytest.raises(TypeError, match="FlatSky"):
         jlens.lognormal_maps(keys[0], COSMO, BIN, (32, 3.0), lam, config=CONFIG)
+
+
+def test_multi_bin_maps_are_nan_for_an_invalid_traced_cosmology():
+    """Under `jit` (where samplers call it), a NaN or negative sigma8 gives NaN maps and NaN
+    gradients for two tomographic bins, never a finite wrong answer."""
+    bins = jlens.tomographic_bins(BIN, 2)
+    noise = jax.random.normal(jax.random.key(3), (2, 32, 32))
+
+    def power(s8):
+        cosmo = dataclasses.replace(COSMO, sigma8=s8)
+        kappa = jlens.lognormal_maps_from_noise(noise, cosmo, bins, GEO32, SHIFTS, config=CONFIG)
+        return jnp.sum(kappa**2)
+
+    value_and_grad = jax.jit(jax.value_and_grad(power))
+    value, grad = value_and_grad(jnp.float32(0.8))
+    assert np.isfinite(value)
+    assert np.isfinite(grad)
+    assert grad > 0
+    for bad in (np.nan, -0.5):
+        value, grad = value_and_grad(jnp.float32(bad))
+        assert np.isnan(value)
+        assert np.isnan(grad)
 
 
 def test_numpyro_model_sites():

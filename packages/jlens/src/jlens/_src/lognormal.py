@@ -9,7 +9,8 @@ jax-cosmo): the method is sbi_lens's and GLASS's, on jlens' periodic flat-sky gr
 2. Grid correlation functions `xi_ij = irfft2(P_ij) / pixel^2` (the exact correlation of a periodic
    field with that spectrum), the Gaussian field's `xi_G,ij = log(1 + xi_ij / (lambda_i lambda_j))`,
    and its spectrum `P_G,ij = rfft2(xi_G,ij) pixel^2` (zero mode set to 0).
-3. Per mode, the symmetric matrix square root `S = V sqrt(max(w, 0)) V^T` of `P_G(k)` (eigh);
+3. Per mode, the symmetric matrix square root `S = V sqrt(max(w, 0)) V^T` of `P_G(k)` (eigh;
+   eigenvalues below round-off count as 0, with a finite derivative);
    `g = irfft2(S rfft2(z)) / pixel` for white noise `z` (unit variance per pixel), so `g` has spectrum
    `P_G` and the per-mode correlations across bins.
 4. `kappa_i = lambda_i (exp(g_i - var_i / 2) - 1)`, `var_i = sum_k P_G,ii / field^2` (the theory
@@ -163,7 +164,14 @@ def _matrix_sqrt(pg: jax.Array) -> jax.Array:
     zero = jnp.zeros(mats.shape[:2], bool).at[0, 0].set(True)
     mats = jnp.where(zero[..., None, None], filler[None, None], mats)
     w, v = jnp.linalg.eigh(mats)
-    root = jnp.einsum("...ik,...k,...jk->...ij", v, jnp.sqrt(jnp.clip(w, 0.0)), v)
+    # Eigenvalues at or below round-off (`n eps max(w)`: a rank-deficient mode, e.g. two bins
+    # perfectly correlated, or a negative one clipped) are zero. The double `where` keeps the
+    # derivative of sqrt finite there (0): a plain `sqrt(clip(w, 0))` gives inf * 0 = NaN
+    # gradients although the maps are differentiable along every realisable direction.
+    cutoff = n * jnp.finfo(w.dtype).eps * jnp.max(jnp.abs(w), axis=-1, keepdims=True)
+    keep = w > cutoff
+    sqrt_w = jnp.where(keep, jnp.sqrt(jnp.where(keep, w, 1.0)), 0.0)
+    root = jnp.einsum("...ik,...k,...jk->...ij", v, sqrt_w, v)
     return jnp.where(zero[..., None, None], 0.0, root)
 
 
