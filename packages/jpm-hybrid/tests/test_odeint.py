@@ -60,6 +60,7 @@ def test_nbody_converges_to_the_adaptive_solution_at_second_order(helpers):
         assert errors[-1] < 2e-2  # mesh cells, after 40 steps
 
 
+@pytest.mark.slow
 @pytest.mark.x64
 def test_filter_changes_the_solution_and_zero_output_does_not(helpers):
     initial = _initial(helpers)

@@ -13,6 +13,8 @@ What it offers so far (the theory layer):
   `ConvergenceOperator`, `shape_noise_std`, `add_noise`.
 - **Statistics**: `map_power_spectrum`, `binned_theory_cl`, `mode_counts`, `find_peaks`,
   `peak_counts`, `starlet_transform`, `starlet_peak_counts`, `one_point_pdf`.
+- **Lightcones**: `BornLightcone` (Born convergence painted from a running `jpm_core.nbody`
+  through its `observer` hook; source planes or n(z) bins in one pass).
 - **Plots**: `plot_cl`, `plot_map`.
 
 Everything exported here is public API; everything under `jlens._src` is private.
@@ -20,6 +22,7 @@ Everything exported here is public API; everything under `jlens._src` is private
 
 __version__ = "0.2.0"
 
+from jlens._src.born import BornLightcone
 from jlens._src.geometry import FlatSky
 from jlens._src.limber import (
     C1_RHO_CRIT,
@@ -69,6 +72,7 @@ from jlens._src.statistics import (
 __all__ = [
     "C1_RHO_CRIT",
     "NLA",
+    "BornLightcone",
     "ConvergenceOperator",
     "FlatSky",
     "LognormalConfig",

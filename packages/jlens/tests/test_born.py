@@ -1,0 +1,129 @@
+"""Born convergence from a running `jpm_core.nbody` (`BornLightcone`).
+
+References, none from the code under test: uniformly random particles (no structure) must give
+a zero-mean map whose pixel variance is the analytic shot noise of CIC-weighted Poisson points,
+`(4/9) (V_p / dOmega) int q^2 / chi^2 dchi`; the single-source-plane efficiency against
+`lensing_efficiency` of a narrow n(z) (an independent path); the observer's gradient under
+jpm-core's default adjoint against plain autodiff (`Direct()`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jlens
+import jpm_core as jc
+
+COSMO = jc.Cosmology()
+
+
+def _sweep(cone, state, a_edges):
+    """The observer called as `nbody` calls it, on a fixed state (no dynamics)."""
+    observer = jax.jit(cone.observer)
+    carry = cone.init()
+    for a0, a1 in itertools.pairwise(a_edges):
+        carry = observer(state, jnp.float32(a0), jnp.float32(a1), carry)
+    return cone.convergence(carry)
+
+
+def test_random_particles_give_zero_mean_and_the_shot_noise_variance():
+    mesh, box = (16, 16, 128), (240.0, 240.0, 2400.0)
+    domain = jc.Domain(mesh, box)
+    geometry = jlens.FlatSky(16, field_deg=5.0)
+    cone = jlens.BornLightcone(COSMO, domain, geometry, sources=[0.5, 1.0], a_init=0.5)
+    n = int(np.prod(mesh))
+    chi, q = (np.asarray(t, np.float64) for t in cone._table(jnp.float32))
+    far = chi > 0
+    v_p, d_omega = float(np.prod(box)) / n, geometry.pixel_rad**2
+    predicted_std = np.sqrt(
+        4.0 / 9.0 * v_p / d_omega * np.trapezoid(q[:, far] ** 2 / chi[far] ** 2, chi[far], axis=-1)
+    )
+    means, stds = [], []
+    for seed in range(6):
+        x = (
+            jax.random.uniform(jax.random.key(seed), (n, 3))
+            * jnp.asarray(mesh, jnp.float32)[None, :]
+        )
+        state = jc.ParticleState(x, jnp.zeros_like(x), jnp.float32(0.5))
+        kappa = np.asarray(_sweep(cone, state, np.linspace(0.5, 1.0, 21)))
+        assert kappa.shape == (2, 16, 16)
+        means.append(kappa.mean(axis=(1, 2)))
+        stds.append(kappa.std(axis=(1, 2)))
+    means, stds = np.asarray(means), np.asarray(stds)
+    # zero mean: the analytic mean subtraction matches the particles' weights (6 x 256 pixels)
+    error_of_mean = predicted_std / np.sqrt(6 * 256)
+    assert np.all(np.abs(means.mean(0)) < 4 * error_of_mean), (means.mean(0), error_of_mean)
+    assert np.all(np.abs(means.mean(0)) < 0.05 * np.asarray(cone.mean()))
+    # the amplitude of the weights: the shot-noise variance (about 4% sampling error per seed)
+    np.testing.assert_allclose(stds.mean(0), predicted_std, rtol=0.05)
+
+
+def test_source_plane_efficiency_matches_a_narrow_redshift_distribution():
+    domain = jc.Domain((8, 8, 64), (240.0, 240.0, 2400.0))
+    geometry = jlens.FlatSky(8, field_deg=5.0)
+    plane = jlens.BornLightcone(COSMO, domain, geometry, sources=1.0, a_init=0.4)
+    nz = jlens.Tabulated(z=(0.99, 1.0, 1.01), values=jnp.asarray([0.0, 1.0, 0.0]))
+    narrow = jlens.BornLightcone(COSMO, domain, geometry, sources=nz, a_init=0.4)
+    _chi, q_plane = plane._table(jnp.float32)
+    _, q_nz = narrow._table(jnp.float32)
+    scale = float(jnp.max(q_plane))
+    np.testing.assert_allclose(q_nz, q_plane, atol=1e-2 * scale)
+    np.testing.assert_allclose(narrow.mean(), plane.mean(), rtol=1e-2)
+
+
+def test_map_is_differentiated_exactly_by_the_default_adjoint():
+    """`carry + g(state)` is affine in the carry: jpm-core's reverse-time adjoint gives the
+    gradient of plain autodiff through the run."""
+    domain = jc.Domain((8, 8, 16), (64.0, 64.0, 768.0))
+    geometry = jlens.FlatSky(8, field_deg=4.0)
+    noise = jc.white_noise(jax.random.key(0), domain)
+
+    def loss(omega_c, gradient):
+        cosmo = dataclasses.replace(COSMO, Omega_c=omega_c)
+        delta = jc.linear_field_from_noise(noise, domain, lambda k: jc.linear_power(cosmo, k))
+        state = jc.lpt(cosmo, delta, domain, 0.8)
+        cone = jlens.BornLightcone(cosmo, domain, geometry, sources=0.2, a_init=0.8)
+        run = jc.nbody(
+            cosmo, state, domain, [1.0], steps=3, observer=cone.observer,
+            observer_init=cone.init(), gradient=gradient,
+        )  # fmt: skip
+        return jnp.sum(cone.convergence(run.observer_carry) ** 2)
+
+    omega_c = jnp.float32(0.25)
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    adjoint = grad(omega_c, jc.Adjoint())
+    direct = grad(omega_c, jc.Direct())
+    assert np.isfinite(adjoint)
+    assert abs(float(adjoint)) > 0
+    np.testing.assert_allclose(adjoint, direct, rtol=2e-3)
+
+
+def test_bad_configurations_are_refused_before_compute():
+    long_box = jc.Domain((8, 8, 64), (240.0, 240.0, 2400.0))
+    geometry = jlens.FlatSky(8, field_deg=5.0)
+    with pytest.raises(ValueError, match="beyond the light cone"):
+        jlens.BornLightcone(COSMO, long_box, geometry, sources=1.0, a_init=0.6)
+    with pytest.raises(ValueError, match="beyond the light cone"):
+        jlens.BornLightcone(
+            COSMO, long_box, geometry, sources=jlens.Smail(z0=1.0, alpha=0.5, beta=2.0, z_max=4.0),
+            a_init=0.4,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="elongated box"):
+        jlens.BornLightcone(COSMO, jc.Domain(8, 240.0), geometry, sources=1.0, a_init=0.4)
+    with pytest.raises(ValueError, match="field of view"):
+        jlens.BornLightcone(
+            COSMO, long_box, jlens.FlatSky(8, field_deg=10.0), sources=1.0, a_init=0.4
+        )
+    with pytest.raises(ValueError, match="source redshifts"):
+        jlens.BornLightcone(COSMO, long_box, geometry, sources=[-1.0], a_init=0.4)
+    with pytest.raises(TypeError, match="sources"):
+        jlens.BornLightcone(COSMO, long_box, geometry, sources="z=1", a_init=0.4)
+    with pytest.raises(ValueError, match="a_init"):
+        jlens.BornLightcone(COSMO, long_box, geometry, sources=1.0, a_init=1.2)
+    with pytest.raises(TypeError, match="FlatSky"):
+        jlens.BornLightcone(COSMO, long_box, (8, 5.0), sources=1.0, a_init=0.4)
