@@ -26,8 +26,8 @@ def test_c2st_matches_the_bayes_accuracy_and_is_monotone():
     acc = []
     for seed, shift in enumerate(shifts):
         p, q = _gaussians(seed, shift)
-        # 4000 steps of 512 rows: the old default's cost (10_000 steps of 200), one network per fold
-        res = c2st(jax.random.key(seed), p, q, steps=4000, ensemble=1)
+        # 2000 steps of 128 rows, one network per fold (a fifth of the defaults' cost)
+        res = c2st(jax.random.key(seed), p, q, steps=2000, ensemble=1)
         acc.append(res.accuracy)
     bayes = np.array([0.5 * (1 + math.erf(s / 2 / math.sqrt(2))) for s in shifts])
     assert abs(acc[0] - 0.5) < 0.04  # ~3.5 standard errors
@@ -91,7 +91,7 @@ def test_c2st_within_0_01_of_bayes_on_gaussians_for_every_seed(case):
         assert len(res.classifiers) == 5 and set(res.classifiers) <= {"mlp", "quadratic"}
 
 
-@pytest.mark.slow  # ~2 min on two cores
+@pytest.mark.slow  # ~1.5 min per case on two shared cores
 @pytest.mark.parametrize("case", ["shift", "wide"])
 def test_c2st_defaults_within_0_01_of_bayes_on_gaussians_for_every_seed(case):
     for seed in range(5):
@@ -108,6 +108,10 @@ def test_c2st_input_checks():
         c2st(key, p, q[:, :1])
     with pytest.raises(ValueError, match="folds"):
         c2st(key, p, q, folds=1)
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        c2st(key, p, q, steps=True)
+    with pytest.raises(ValueError, match="quadratic must be a bool"):
+        c2st(key, p, q, quadratic=1)
     # NaN / inf samples are refused (the old C2ST read 0.5 on all-NaN samples)
     with pytest.raises(ValueError, match="samples_q has 1 rows with NaN or inf"):
         c2st(key, p, q.at[7, 0].set(jnp.nan))
@@ -209,11 +213,12 @@ def test_c2st_resolves_thin_moons_for_every_seed():
 @pytest.mark.slow  # ~1 min on two cores
 def test_c2st_defaults_on_thin_moons_over_seeds():
     # measured (defaults, seeds 0-4): 0.590, 0.587, 0.595, 0.585, 0.586 against the Bayes
-    # classifier's 0.594, 0.596, 0.602, 0.599, 0.596 on the same samples and the Bayes accuracy
-    # 0.597 (the 0.2 C2ST before: 0.588, 0.581, 0.589 on seeds 0-2)
+    # classifier's 0.594, 0.596, 0.602, 0.599, 0.596 on the same samples (0.004-0.014 below) and
+    # the Bayes accuracy 0.597 (0.001-0.012 below; the 0.2 C2ST before: 0.588, 0.581, 0.589 on
+    # seeds 0-2)
     bayes = _moons_bayes()
     for seed in range(5):
         p, q, oracle = _moons_check(seed)
         res = c2st(jax.random.key(seed), p, q)
-        assert abs(res.accuracy - oracle) < 0.015, (seed, res.accuracy, oracle, bayes)
+        assert abs(res.accuracy - oracle) < 0.02, (seed, res.accuracy, oracle, bayes)
         assert abs(res.accuracy - bayes) < 0.015, (seed, res.accuracy, oracle, bayes)
