@@ -187,8 +187,10 @@ def _c2st(
         if logistic:
             # the quadratic logistic regression, fitted on the same rows; the lower validation
             # loss chooses the fold's classifier
-            fit_weight = jnp.zeros(n, feats.dtype).at[order].set(
-                ((jnp.arange(n) >= n_val) & (jnp.arange(n) < n_train)).astype(feats.dtype)
+            fit_weight = (
+                jnp.zeros(n, feats.dtype)
+                .at[order]
+                .set(((jnp.arange(n) >= n_val) & (jnp.arange(n) < n_train)).astype(feats.dtype))
             )
             quad_logits = _logistic(quad, labels, fit_weight, ridge=1e-4, iterations=30)
             quad_val = bce_of(quad_logits[val_rows], val_rows, val_weight)

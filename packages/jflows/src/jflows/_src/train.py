@@ -99,9 +99,12 @@ def _real(name, value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if isinstance(value, numbers.Real):
         return float(value)
-    if hasattr(value, "dtype") and np.shape(value) == ():
-        if np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer):
-            return float(value)
+    if (
+        hasattr(value, "dtype")
+        and np.shape(value) == ()
+        and (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer))
+    ):
+        return float(value)
     raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
