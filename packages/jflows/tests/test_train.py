@@ -225,6 +225,17 @@ def test_bad_inputs_are_errors_before_training():
             fit(key, flow, theta, x, **kwargs)
     with pytest.raises(ValueError, match="score_weight must be a finite number"):
         fit(key, flow, theta, x, score, score_weight=float("nan"))
+    # a bool is not a number here (True passed as a learning rate or weight trained at 1.0)
+    for kwargs in ({"learning_rate": True}, {"validation_fraction": False}):
+        with pytest.raises(ValueError, match="must be"):
+            fit(key, flow, theta, x, **kwargs)
+    with pytest.raises(ValueError, match="score_weight must be a finite number"):
+        fit(key, flow, theta, x, score, score_weight=True)
+    with pytest.raises(ValueError, match="learning_rate must be a finite number"):
+        fit(key, flow, theta, x, learning_rate=np.float32(np.nan))
+    # NumPy / JAX scalars are numbers (np.float32 hyperparameters were refused as non-numbers)
+    fit(key, flow, theta, x, score, score_weight=np.float32(0.1), learning_rate=jnp.float32(1e-3),
+        max_epochs=1, progress=False)  # fmt: skip
     # the score is never dropped silently: a score needs a weight, a weight needs a score
     with pytest.raises(ValueError, match="a score was passed without a score_weight"):
         fit_npe(key, flow, theta, x, score)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import os
 import pathlib
 from collections.abc import Callable
@@ -89,6 +90,22 @@ def _loss(flow, theta, x, score, score_weight):
         return nll
     residual = flow.score(theta, x) - score
     return nll + score_weight * jnp.mean(jnp.sum(residual**2, axis=-1))
+
+
+def _real(name, value):
+    """`value` as a Python float if it is a real number (a Python or NumPy/JAX scalar, not a bool),
+    else a `ValueError`; NaN and inf come back as they are, for the caller's range check."""
+    if isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if (
+        hasattr(value, "dtype")
+        and np.shape(value) == ()
+        and (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer))
+    ):
+        return float(value)
+    raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def _check_positive_int(name, value):
@@ -180,7 +197,11 @@ def train(
     if any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) != 1:
         raise ValueError(f"the arrays of data must share their leading dimension, got {shapes}")
     n = shapes[0][0]
-    if not (isinstance(validation_fraction, float | int) and 0.0 <= validation_fraction < 1.0):
+    if not (
+        not isinstance(validation_fraction, bool)
+        and isinstance(validation_fraction, numbers.Real)
+        and 0.0 <= validation_fraction < 1.0
+    ):
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
     n_val = max(round(validation_fraction * n), 1) if validation_fraction > 0 else 0
     n_train = n - n_val
@@ -197,7 +218,8 @@ def train(
     ):
         _check_positive_int(name, value)
     if optimizer is None and not callable(learning_rate):
-        if not (isinstance(learning_rate, float | int) and math.isfinite(learning_rate)):
+        learning_rate = _real("learning_rate", learning_rate)
+        if not math.isfinite(learning_rate):
             raise ValueError(f"learning_rate must be a finite number, got {learning_rate!r}")
         if learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
@@ -403,7 +425,8 @@ def fit(
     if score is None and score_weight is not None:
         raise ValueError(f"score_weight={score_weight!r} was passed without a score")
     if score_weight is not None:
-        if not (isinstance(score_weight, float | int) and math.isfinite(score_weight)):
+        score_weight = _real("score_weight", score_weight)
+        if not math.isfinite(score_weight):
             raise ValueError(f"score_weight must be a finite number, got {score_weight!r}")
         if score_weight < 0:
             raise ValueError(f"score_weight must be >= 0, got {score_weight!r}")
