@@ -12,6 +12,8 @@ from jpm_core import (
     growth_factor,
     linear_power,
     nonlinear_power,
+    paint,
+    read,
     scale_factor_of_chi,
 )
 
@@ -24,5 +26,7 @@ __all__ = [
     "growth_factor",
     "linear_power",
     "nonlinear_power",
+    "paint",
+    "read",
     "scale_factor_of_chi",
 ]

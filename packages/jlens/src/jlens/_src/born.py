@@ -4,19 +4,23 @@ Hand-written (no JAX library does it: JaxPM paints density planes from stored sn
 DifferentiableHOS is TensorFlow): the observer sits at the centre of the box's `z = 0` face and
 looks along `+z` (plane-parallel flat sky: a particle's comoving distance is its `z` coordinate and
 its angle its transverse offset over that distance). At each step `[a_start, a_end]` the observer
-paints the particles in the shell `chi(a_end) <= z < chi(a_start)` that the past light cone sweeps
+takes the particles in the shell `chi(a_end) <= z < chi(a_start)` that the past light cone sweeps
 during the step, **at their positions at the end of the step** (the state jpm-core's observer
 sees): a particle is drawn where it is at the step's end, not where the cone crossed it, an error
-of at most its displacement during one step (document your steps: 0.5-2 Mpc/h per step for
-20-40 steps to z ~ 1). With the Born approximation and the lensing efficiency `q_i(chi)` of each
-source distribution,
+of at most its displacement during one step. With the Born approximation and the lensing
+efficiency `q_i(chi)` of each source distribution, `kappa_i = int q_i(chi) delta(chi theta, chi)
+dchi`, computed in one of two ways:
 
-    kappa_i(theta) = sum_p q_i(chi_p) V_p / (chi_p^2 dOmega) W(theta - theta_p) - int q_i(chi) dchi
+- `method="mesh"` (default): the shell's particles are painted (CIC) on the run's mesh, the
+  transverse CIC windows of painting and reading are divided out in Fourier space, and
+  `q_i (1 + delta)` is integrated along `rays_per_pixel^2` rays per pixel with `nodes_per_step`
+  midpoint nodes over the shell widened by one cell on each side (where the shell's clouds lie);
+- `method="particles"`: each particle is deposited on the map with bilinear weights and carries
+  `q_i(chi_p) V_p / (chi_p^2 dOmega)`; exact in expectation, but its shot noise dominates once a
+  pixel holds few particles.
 
-(`V_p` the mean volume per particle, `dOmega` the pixel's solid angle, `W` bilinear (CIC)
-weights on the map, the integral over the distances the run sweeps): the mean density is
-subtracted analytically, so an unperturbed lattice gives kappa ~ 0. The update of the carry is
-`carry + g(state)`, affine, so the map is differentiated exactly by jpm-core's default adjoint.
+In both, the mean `int q_i dchi` is subtracted analytically, and the update of the carry is
+`carry + g(state)`, affine, so the maps are differentiated exactly by jpm-core's default adjoint.
 
 Box mode: one elongated box (`box_size[2] >= chi` of the farthest lens; the transverse sides must
 hold the field of view at that distance). Box replication is not implemented yet.
@@ -38,6 +42,8 @@ from jlens._src._jpm_core_api import (
     Cosmology,
     check_cosmology,
     comoving_distance,
+    paint,
+    read,
     scale_factor_of_chi,
 )
 from jlens._src.geometry import FlatSky, check_geometry
@@ -73,6 +79,16 @@ class BornLightcone:
     - `a_init`: the run's initial scale factor; the cone is painted from `chi(a_init)` down to the
       observer, so every source must lie at `z <= 1 / a_init - 1` (its lenses all in the run).
     - `a_final`: the run's final scale factor (1 by default: the observer at `z = 0`).
+    - `method`: `"mesh"` (default): each step's shell of particles is painted (CIC) on the run's
+      mesh, the transverse CIC windows are divided out, and `q (1 + delta)` is integrated along
+      rays through every pixel; needs a single-device domain. `"particles"`: each particle is
+      deposited on the map (bilinear) with weight `q(chi) V_p / (chi^2 dOmega)`: exact in
+      expectation, but shot-noise dominated once a pixel holds few particles. Both take the
+      particles at the end of the step in which the light cone sweeps them (an error of at most
+      one step's displacement) and subtract the mean `int q dchi` analytically.
+    - `nodes_per_step`: ray nodes per step (`"mesh"`): keep their spacing, (shell width + 2 cells)
+      / `nodes_per_step`, at or below half a cell along `z`.
+    - `rays_per_pixel`: rays per pixel side (`"mesh"`), averaged in the pixel.
 
     **Raises:** `ValueError` before any compute for sources beyond the cone, a box too short for
     the farthest lens or too narrow for the field of view there, and bad redshifts; `TypeError`
@@ -85,12 +101,26 @@ class BornLightcone:
     sources: Any
     a_init: float
     a_final: float = 1.0
+    method: str = "mesh"
+    nodes_per_step: int = 32
+    rays_per_pixel: int = 2
 
     def __post_init__(self) -> None:
+        if self.method not in ("mesh", "particles"):
+            raise ValueError(f"method must be 'mesh' or 'particles', got {self.method!r}")
+        for name in ("nodes_per_step", "rays_per_pixel"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         check_cosmology(self.cosmo)
         check_geometry("geometry", self.geometry)
         if not (hasattr(self.domain, "box_size") and hasattr(self.domain, "mesh_shape")):
             raise TypeError(f"domain must be a jpm_core.Domain, got {type(self.domain).__name__}")
+        if self.method == "mesh" and self.domain.is_distributed:
+            raise ValueError(
+                "method='mesh' needs a single-device domain (its rays cross the device slabs); "
+                "use method='particles' or gather the state"
+            )
         a_init, a_final = float(self.a_init), float(self.a_final)
         if not (0.0 < a_init < a_final <= 1.0):
             raise ValueError(f"need 0 < a_init < a_final <= 1, got {a_init!r}, {a_final!r}")
@@ -152,7 +182,51 @@ class BornLightcone:
         return chi, q.astype(dtype)
 
     def observer(self, state: Any, a_start: jax.Array, a_end: jax.Array, carry: jax.Array):
-        """`jpm_core.nbody`'s observer: add the particles of the step's shell to `carry`."""
+        """`jpm_core.nbody`'s observer: add the step's shell of the light cone to `carry`."""
+        if self.method == "mesh":
+            return self._observe_mesh(state, a_start, a_end, carry)
+        return self._observe_particles(state, a_start, a_end, carry)
+
+    def _observe_mesh(self, state, a_start, a_end, carry):
+        """Paint the shell's particles on the run's mesh (CIC), then integrate `q (1 + delta)`
+        along `rays_per_pixel^2` rays per pixel over the shell widened by one cell on each side
+        (the shell's CIC clouds lie within it), with `nodes_per_step` midpoint nodes."""
+        dtype = carry.dtype
+        mesh = np.asarray(self.domain.mesh_shape, float)
+        cell_np = np.asarray(self.domain.box_size, float) / mesh
+        cell = jnp.asarray(cell_np, dtype)
+        positions = jnp.asarray(state.positions, dtype)
+        chi_p = jnp.mod(positions[..., 2] * cell[2], jnp.asarray(self.domain.box_size[2], dtype))
+        chi_hi = comoving_distance(self.cosmo, a_start.astype(dtype))
+        chi_lo = comoving_distance(self.cosmo, a_end.astype(dtype))
+        inside = (chi_p >= chi_lo) & (chi_p < chi_hi)
+        counts = paint(positions, self.domain, weights=inside.astype(dtype))
+        counts = _compensate_cic(counts, self.domain.mesh_shape)
+        mean_count = positions.size / 3 / float(np.prod(mesh))
+        # ray nodes: midpoints of nodes_per_step equal pieces of [chi_lo - c, chi_hi + c]
+        lo = jnp.maximum(chi_lo - cell[2], 0.0)
+        hi = chi_hi + cell[2]
+        k = self.nodes_per_step
+        t = (jnp.arange(k, dtype=dtype) + 0.5) / k
+        chi = lo + (hi - lo) * t  # (k,)
+        dchi = (hi - lo) / k
+        s = self.rays_per_pixel
+        n = self.geometry.npix
+        offsets = (jnp.arange(n * s, dtype=dtype) + 0.5) / s - n / 2  # in pixels
+        theta = offsets * self.geometry.pixel_rad
+        ty, tx = jnp.meshgrid(theta, theta, indexing="ij")  # (n s, n s)
+        box = jnp.asarray(np.asarray(self.domain.box_size, float), dtype)
+        px = (box[0] / 2 + chi[:, None, None] * tx[None]) / cell[0]
+        py = (box[1] / 2 + chi[:, None, None] * ty[None]) / cell[1]
+        pz = jnp.broadcast_to(chi[:, None, None] / cell[2], px.shape)
+        values = read(counts, jnp.stack([px, py, pz], axis=-1), self.domain) / mean_count
+        chi_nodes, q_nodes = self._table(dtype)
+        q = jax.vmap(lambda row: jnp.interp(chi, chi_nodes, row))(q_nodes)  # (n_src, k)
+        rays = jnp.einsum("sk,kyx->syx", q, values) * dchi
+        pixels = rays.reshape(rays.shape[0], n, s, n, s).mean(axis=(2, 4))
+        return carry + pixels
+
+    def _observe_particles(self, state, a_start, a_end, carry):
         dtype = carry.dtype
         cell = jnp.asarray(
             np.asarray(self.domain.box_size, float) / np.asarray(self.domain.mesh_shape, float),
@@ -188,6 +262,20 @@ class BornLightcone:
         """The Born convergence from the final carry: `carry - mean`, shape `(n_sources, npix,
         npix)` (axis 1 is y, axis 2 is x, as everywhere in jlens)."""
         return carry - self.mean(carry.dtype)[:, None, None]
+
+
+def _compensate_cic(field: jax.Array, mesh_shape: Sequence[int]) -> jax.Array:
+    """Divide by the windows of CIC painting and CIC (trilinear) reading, `prod_i sinc(k_i / 2)^4`
+    (`k_i` in radians per cell), in Fourier space."""
+    windows = []
+    for axis, n in enumerate(mesh_shape):
+        freq = np.fft.rfftfreq(n) if axis == len(mesh_shape) - 1 else np.fft.fftfreq(n)
+        shape = [1] * len(mesh_shape)
+        shape[axis] = freq.size
+        windows.append(np.sinc(freq).reshape(shape) ** 4)
+    window = windows[0] * windows[1]  # transverse only: the ray integral along z needs none
+    spectrum = jnp.fft.rfftn(field) / jnp.asarray(window, field.dtype)
+    return jnp.fft.irfftn(spectrum, s=tuple(mesh_shape)).astype(field.dtype)
 
 
 def _paint_cic(weights: jax.Array, tx: jax.Array, ty: jax.Array, geometry: FlatSky) -> jax.Array:
