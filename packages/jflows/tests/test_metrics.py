@@ -132,6 +132,7 @@ def test_c2st_input_checks():
     assert abs(res.accuracy - 0.5) < 4 * 0.5 / math.sqrt(200), res
 
 
+@pytest.mark.slow  # ~20 s; the stated error is also checked by the seed tests' tolerance
 def test_c2st_std_error_matches_the_spread_over_seeds():
     # the stated error is binomial over the held-out predictions; the spread of the accuracy over
     # independent data sets (which also contains the classifier's own variation) is compared with it
@@ -192,6 +193,7 @@ def _moons_check(seed, n=4000):
     return p, q, oracle
 
 
+@pytest.mark.slow  # ~25 s
 def test_c2st_resolves_thin_moons_for_every_seed():
     # The benchmark's target has 0.01-thin crescents: the exact posterior against one with width
     # 0.015 (Bayes accuracy 0.597). With the quadratic features a crescent's circle is one linear

@@ -103,14 +103,7 @@ def test_early_stopping_restores_the_best_epoch():
     loss = nll + 0.05 * float(jnp.mean(jnp.sum(res**2, axis=-1)))
     assert loss == pytest.approx(val[hist["best_epoch"]], rel=1e-4)
     assert loss < val[-1]
-    again, hist2 = fit(
-        jax.random.key(3), _tiny(theta), theta, x, score, score_weight=0.05, **kwargs
-    )
-    np.testing.assert_array_equal(hist2["loss"], hist["loss"])
-    for a, b in zip(
-        jax.tree.leaves(nnx.state(again)), jax.tree.leaves(nnx.state(trained)), strict=True
-    ):
-        np.testing.assert_array_equal(a, b)
+    # (reproducibility from the key: test_fit_nle_swaps_the_roles_and_fit_is_reproducible)
 
 
 def test_fit_nle_swaps_the_roles_and_fit_is_reproducible():

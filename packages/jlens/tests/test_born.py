@@ -29,7 +29,21 @@ def _sweep(cone, state, a_edges):
     observer = jax.jit(cone.observer)
     carry = cone.init()
     for a0, a1 in itertools.pairwise(a_edges):
-        carry = observer(state, jnp.float32(a0), jnp.float32(a1), carry)
+        carry = observer(state, jnp.float32(a0), jnp.float32(a1), carry, state.positions)
+    return cone.convergence(carry)
+
+
+def _zeldovich_sweep(cone, delta, domain, a_edges, cosmo=COSMO):
+    """The observer fed 1LPT states at both ends of every step (`x = q + D(a) psi`: a particle
+    moves on a straight line, linearly in D, as in a kick-drift-kick step)."""
+    pairs = jnp.stack([a_edges[:-1], a_edges[1:]], axis=-1)
+
+    def step(carry, interval):
+        start = jc.lpt(cosmo, delta, domain, interval[0], order=1)
+        end = jc.lpt(cosmo, delta, domain, interval[1], order=1)
+        return cone.observer(end, interval[0], interval[1], carry, start.positions), None
+
+    carry, _ = jax.lax.scan(step, cone.init(), pairs)
     return cone.convergence(carry)
 
 
@@ -84,9 +98,36 @@ def test_source_plane_efficiency_matches_a_narrow_redshift_distribution():
     np.testing.assert_allclose(narrow.mean(), plane.mean(), rtol=1e-2)
 
 
-def test_map_is_differentiated_exactly_by_the_default_adjoint():
+@pytest.mark.parametrize("method", ["particles", "mesh"])
+def test_crossing_interpolation_converges_faster_than_end_of_step_positions(method):
+    """With few steps, particles placed where the cone crossed them give a map far closer to
+    the many-step limit than particles taken at the end of the step (1LPT motion, whose path in
+    a step is the straight line the interpolation assumes)."""
+    domain = jc.Domain((16, 16, 96), (160.0, 160.0, 960.0))
+    geometry = jlens.FlatSky(16, field_deg=6.0)
+    delta = 3.0 * jc.linear_field(
+        jax.random.key(3), domain, lambda k: jc.linear_power(COSMO, k)
+    )  # large displacements (3x linear): the end-of-step error is visible at 6 steps
+
+    def kappa(crossing, n_steps):
+        cone = jlens.BornLightcone(
+            COSMO, domain, geometry, sources=0.3, a_init=0.75, method=method, crossing=crossing
+        )
+        edges = jnp.asarray(np.linspace(0.75, 1.0, n_steps + 1), jnp.float32)
+        return np.asarray(jax.jit(lambda d: _zeldovich_sweep(cone, d, domain, edges))(delta))
+
+    reference = kappa("interpolate", 192)
+    scale = np.std(reference)
+    err = {c: np.std(kappa(c, 6) - reference) / scale for c in ("interpolate", "end")}
+    assert err["end"] > 0.02, err  # the test can see the difference
+    assert err["interpolate"] < 0.25 * err["end"], err
+
+
+@pytest.mark.parametrize("crossing", ["interpolate", pytest.param("end", marks=pytest.mark.slow)])
+def test_map_is_differentiated_exactly_by_the_default_adjoint(crossing):
     """`carry + g(state)` is affine in the carry: jpm-core's reverse-time adjoint gives the
-    gradient of plain autodiff through the run."""
+    gradient of plain autodiff through the run (with crossing interpolation the observer also
+    reads the start of each step, which the adjoint reconstructs)."""
     domain = jc.Domain((8, 8, 16), (64.0, 64.0, 768.0))
     geometry = jlens.FlatSky(8, field_deg=4.0)
     noise = jc.white_noise(jax.random.key(0), domain)
@@ -95,11 +136,12 @@ def test_map_is_differentiated_exactly_by_the_default_adjoint():
         cosmo = dataclasses.replace(COSMO, Omega_c=omega_c)
         delta = jc.linear_field_from_noise(noise, domain, lambda k: jc.linear_power(cosmo, k))
         state = jc.lpt(cosmo, delta, domain, 0.8)
-        cone = jlens.BornLightcone(cosmo, domain, geometry, sources=0.2, a_init=0.8)
+        cone = jlens.BornLightcone(
+            cosmo, domain, geometry, sources=0.2, a_init=0.8, crossing=crossing
+        )
         run = jc.nbody(
-            cosmo, state, domain, [1.0], steps=3, observer=cone.observer,
-            observer_init=cone.init(), gradient=gradient,
-        )  # fmt: skip
+            cosmo, state, domain, [1.0], steps=3, gradient=gradient, **cone.nbody_kwargs()
+        )
         return jnp.sum(cone.convergence(run.observer_carry) ** 2)
 
     omega_c = jnp.float32(0.25)
@@ -109,6 +151,42 @@ def test_map_is_differentiated_exactly_by_the_default_adjoint():
     assert np.isfinite(adjoint)
     assert abs(float(adjoint)) > 0
     np.testing.assert_allclose(adjoint, direct, rtol=2e-3)
+
+
+def test_a_nan_traced_cosmology_gives_a_nan_map_and_gradient():
+    domain = jc.Domain((8, 8, 16), (64.0, 64.0, 768.0))
+    geometry = jlens.FlatSky(8, field_deg=4.0)
+    noise = jc.white_noise(jax.random.key(0), domain)
+
+    def loss(omega_c):
+        cosmo = dataclasses.replace(COSMO, Omega_c=omega_c)
+        delta = jc.linear_field_from_noise(noise, domain, lambda k: jc.linear_power(cosmo, k))
+        state = jc.lpt(cosmo, delta, domain, 0.8)
+        cone = jlens.BornLightcone(cosmo, domain, geometry, sources=0.2, a_init=0.8)
+        run = jc.nbody(cosmo, state, domain, [1.0], steps=3, **cone.nbody_kwargs())
+        return cone.convergence(run.observer_carry)
+
+    def value_and_statistic(omega_c):
+        kappa = loss(omega_c)
+        return jnp.sum(kappa**2), kappa
+
+    (_, kappa), grad = jax.jit(jax.value_and_grad(value_and_statistic, has_aux=True))(
+        jnp.float32(jnp.nan)
+    )
+    assert np.all(np.isnan(kappa))
+    assert np.isnan(grad)
+
+
+def test_interpolated_crossing_without_the_start_positions_is_a_clear_error():
+    domain = jc.Domain((8, 8, 16), (64.0, 64.0, 768.0))
+    cone = jlens.BornLightcone(COSMO, domain, jlens.FlatSky(8, field_deg=4.0), 0.2, a_init=0.8)
+    state = jc.lpt(COSMO, jnp.zeros(domain.mesh_shape), domain, 0.8)
+    with pytest.raises(TypeError, match="observer_start_positions=True"):
+        jc.nbody(COSMO, state, domain, [1.0], steps=2, observer=cone.observer,
+                 observer_init=cone.init())  # fmt: skip
+    with pytest.raises(ValueError, match="crossing"):
+        jlens.BornLightcone(COSMO, domain, jlens.FlatSky(8, field_deg=4.0), 0.2, 0.8,
+                            crossing="nearest")  # fmt: skip
 
 
 def test_bad_configurations_are_refused_before_compute():
@@ -155,18 +233,11 @@ def test_1lpt_lightcone_matches_linear_limber_at_low_ell():
     geometry = jlens.FlatSky(64, field_deg=4.8)
     cone = jlens.BornLightcone(cosmo, domain, geometry, sources=1.0, a_init=0.49)
     a_edges = jnp.asarray(np.linspace(0.49, 1.0, 61), jnp.float32)
-    pairs = jnp.stack([a_edges[:-1], a_edges[1:]], axis=-1)
 
     @jax.jit
     def one_map(key):
         delta = jc.linear_field(key, domain, lambda k: jc.linear_power(cosmo, k))
-
-        def step(carry, interval):
-            state = jc.lpt(cosmo, delta, domain, interval[1], order=1)
-            return cone.observer(state, interval[0], interval[1], carry), None
-
-        carry, _ = jax.lax.scan(step, cone.init(), pairs)
-        return cone.convergence(carry)
+        return _zeldovich_sweep(cone, delta, domain, a_edges, cosmo)
 
     edges = np.array([100.0, 141.0, 200.0])
     spectra = []

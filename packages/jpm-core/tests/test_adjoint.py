@@ -55,7 +55,33 @@ def _observer(cosmo):
     return observer
 
 
-def _loss(gradient, n_steps=4, observer=True, snapshots=(A_INIT, 0.6, 1.0), progress=False):
+def _crossing_observer(cosmo):
+    """A lightcone-like observer that places each particle where it was when a moving surface
+    crossed it: on the segment from its start-of-step to its end-of-step position, at a fraction
+    that depends on the particle (so the gradient flows through both ends of the step)."""
+
+    def observer(state, a_start, a_end, carry, positions_start):
+        planes, index = carry
+        x0, x1 = positions_start, state.positions
+        centre = jc.comoving_distance(cosmo, a_end) / SMALL.cell_size[0]
+        t = jax.nn.sigmoid(x1[..., 0] - centre)[..., None]  # in (0, 1), per particle
+        x = x0 + t * (x1 - x0)
+        shell = _periodic_bump(x[..., 0] - centre)
+        weight = (shell * (a_end - a_start) * cosmo.Omega_m).reshape(-1)
+        plane = _paint_plane(x.reshape(-1, 3)[:, 1:], weight)
+        return planes.at[index].add(plane), index + 1
+
+    return observer
+
+
+def _loss(
+    gradient,
+    n_steps=4,
+    observer=True,
+    snapshots=(A_INIT, 0.6, 1.0),
+    progress=False,
+    start_positions=False,
+):
     """A scalar of the snapshots (at the start, in the middle, at the end) and of the lightcone
     planes, as a function of the initial state, a filter parameter and two cosmological
     parameters."""
@@ -71,8 +97,9 @@ def _loss(gradient, n_steps=4, observer=True, snapshots=(A_INIT, 0.6, 1.0), prog
         kwargs = {}
         if observer:
             kwargs = {
-                "observer": _observer(cosmo),
+                "observer": (_crossing_observer if start_positions else _observer)(cosmo),
                 "observer_init": (jnp.zeros((n_steps, 8, 8), positions.dtype), 0),
+                "observer_start_positions": start_positions,
             }
         result = jc.nbody(
             cosmo,
@@ -119,6 +146,63 @@ def test_adjoint_equals_autodiff_float64():
     assert max(errors) < 1e-10, errors
     # every input matters (no gradient is trivially zero)
     assert all(float(jnp.abs(g).max()) > 1e-3 for g in grads[jc.Direct()])
+
+
+@pytest.mark.x64
+def test_adjoint_of_an_observer_of_both_ends_of_the_step_equals_autodiff_float64():
+    # the observer reads the positions at the start of each step too: under the adjoint they are
+    # reconstructed from the end of the step, and their cotangent reaches the state, the force,
+    # the step's drift and kick factors (cosmology) and the observer's closure
+    state = _initial_state(jax.random.key(3))
+    args = (state.positions, state.momenta, 0.3, 0.26, -0.9)
+    grads = {
+        mode: jax.jit(jax.grad(_loss(mode, start_positions=True), argnums=range(5)))(*args)
+        for mode in (jc.Adjoint(), jc.Direct())
+    }
+    errors = _relative_errors(grads[jc.Adjoint()], grads[jc.Direct()])
+    assert max(errors) < 1e-10, errors
+    assert all(float(jnp.abs(g).max()) > 1e-3 for g in grads[jc.Direct()])
+    # and the start positions matter: the same loss with end positions only differs
+    plain = jax.jit(jax.grad(_loss(jc.Direct()), argnums=range(5)))(*args)
+    assert max(_relative_errors(plain, grads[jc.Direct()])) > 1e-3
+
+
+def test_observer_sees_the_positions_at_the_start_of_each_step():
+    # positions_start of step i is the end state of step i - 1 (the initial state for step 0)
+    state = _initial_state(jax.random.key(4))
+    grid = [A_INIT, 0.4, 0.7, 1.0]
+
+    def observer(end, a_start, a_end, carry, positions_start):
+        starts, ends, index = carry
+        return starts.at[index].set(positions_start), ends.at[index].set(end.positions), index + 1
+
+    zeros = jnp.zeros((3, *state.positions.shape), state.positions.dtype)
+    result = jc.nbody(
+        COSMO,
+        state,
+        SMALL,
+        grid[1:],
+        steps=grid,
+        observer=observer,
+        observer_init=(zeros, zeros, 0),
+        observer_start_positions=True,
+    )
+    starts, ends, count = result.observer_carry
+    assert int(count) == 3
+    np.testing.assert_array_equal(starts[0], state.positions)
+    np.testing.assert_array_equal(starts[1:], ends[:-1])
+    np.testing.assert_array_equal(ends, result.snapshots.positions)
+    with pytest.raises(TypeError, match="observer_start_positions"):
+        jc.nbody(
+            COSMO,
+            state,
+            SMALL,
+            1.0,
+            steps=2,
+            observer=observer,
+            observer_init=(zeros, zeros, 0),
+            observer_start_positions="yes",
+        )
 
 
 @pytest.mark.x64

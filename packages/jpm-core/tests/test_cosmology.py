@@ -565,3 +565,32 @@ def test_gradients_with_respect_to_cosmology_inside_lax_scan():
 )
 def test_gradients_of_the_other_functions(function):
     check_grads(function, (_array_cosmology(W0WA),), order=1, modes=("fwd", "rev"), eps=1e-4)
+
+
+def test_public_poison_keeps_valid_results_bit_for_bit_and_poisons_pytrees():
+    import jpm_core as jc
+
+    params = {"w": jnp.asarray([0.5, -1.0, 2.0]), "n": 3}  # an int leaf has no derivative
+
+    def f(omega_c, w):
+        cosmo = jc.Cosmology(Omega_c=omega_c)
+        value = jc.growth_factor(cosmo, jnp.asarray(0.5)) * jnp.sum(w**2)
+        ok = jnp.isfinite(omega_c) & (omega_c > 0) & jnp.all(jnp.isfinite(w))
+        return jc.poison(value, ok, cosmo, {**params, "w": w})
+
+    def plain(omega_c, w):
+        return jc.growth_factor(jc.Cosmology(Omega_c=omega_c), jnp.asarray(0.5)) * jnp.sum(w**2)
+
+    args = (jnp.float32(0.25), params["w"])
+    grad = jax.jit(jax.grad(f, argnums=(0, 1)))
+    assert f(*args) == plain(*args)
+    for g, h in zip(grad(*args), jax.grad(plain, argnums=(0, 1))(*args), strict=True):
+        np.testing.assert_array_equal(g, h)
+    for bad in [(jnp.float32(jnp.nan), params["w"]), (args[0], params["w"].at[1].set(jnp.inf))]:
+        assert np.isnan(jax.jit(f)(*bad))
+        g_omega, g_w = grad(*bad)
+        assert np.isnan(g_omega)
+        assert np.all(np.isnan(g_w))
+    # forward mode too
+    _, tangent = jax.jvp(lambda o: f(o, params["w"]), (jnp.float32(-1.0),), (jnp.float32(1.0),))
+    assert np.isnan(tangent)

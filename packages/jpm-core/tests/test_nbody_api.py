@@ -144,6 +144,11 @@ def test_forward_mode_under_the_adjoint_raises_a_clear_error():
         jax.jvp(loss, (PARAMS,), (PARAMS,))
     with pytest.raises(TypeError, match=r"gradient=jpm_core\.Direct\(\)"):
         jax.jacfwd(loss)(PARAMS)
+
+
+@pytest.mark.slow
+def test_forward_over_reverse_under_the_adjoint_equals_the_direct_hessian():
+    loss = _loss(jc.Adjoint(), _state())
     # forward over reverse (jax.hessian) differentiates the adjoint's own backward pass: it runs
     # and agrees with the Hessian of plain autodiff
     direct = _loss(jc.Direct(), _state())
@@ -165,6 +170,17 @@ def test_direct_gives_forward_mode_derivatives_equal_to_reverse_mode_and_fd():
     np.testing.assert_allclose(forward, reverse, rtol=1e-10)
     # forward mode against central differences (check_grads, float64)
     check_grads(jax.jit(f), (theta,), order=1, modes=("fwd",), eps=1e-5)
+
+
+@pytest.mark.x64
+@pytest.mark.slow
+def test_direct_hessian_equals_finite_differences_of_the_gradient():
+    state = _state(4)
+
+    def f(theta):
+        return _loss(jc.Direct(), state)({"b": theta[0], "k_s": theta[1]})
+
+    theta = jnp.asarray([0.4, 0.15])
     # the Hessian (forward over reverse) against central differences of the reverse gradient
     hess = np.asarray(jax.jit(jax.hessian(f))(theta))
     grad = jax.jit(jax.grad(f))

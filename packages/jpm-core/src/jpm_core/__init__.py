@@ -2,7 +2,8 @@
 
 The bottom layer of the jpm federation. What it offers, grouped as in the README:
 
-- **Cosmology**: `Cosmology`, `check_cosmology`, `efunc`, `comoving_distance`,
+- **Cosmology**: `Cosmology`, `check_cosmology`, `poison` (NaN value and gradient for invalid
+  traced parameters), `efunc`, `comoving_distance`,
   `scale_factor_of_chi`, `growth_factor`, `growth_rate`, `growth_factor_second`,
   `growth_rate_second`, `linear_power`, `nonlinear_power` (halofit, Takahashi et al. 2012), `sigma_r`.
 - **Mesh**: `Domain`, `fft`, `ifft`, `wavevectors`, `wavenumbers`, the Fourier kernels,
@@ -29,7 +30,12 @@ from jpm_core._src.cosmology.growth import (
     growth_rate_second,
 )
 from jpm_core._src.cosmology.halofit import nonlinear_power
-from jpm_core._src.cosmology.parameters import HUBBLE_DISTANCE, Cosmology, check_cosmology
+from jpm_core._src.cosmology.parameters import (
+    HUBBLE_DISTANCE,
+    Cosmology,
+    check_cosmology,
+    poison,
+)
 from jpm_core._src.cosmology.power import T_CMB, linear_power, sigma_r
 from jpm_core._src.domain import Domain
 from jpm_core._src.fft import fft, ifft, wavenumbers, wavevectors
@@ -100,6 +106,7 @@ __all__ = [
     "nonlinear_power",
     "paint",
     "pm_forces",
+    "poison",
     "potential_k",
     "power_spectrum",
     "read",

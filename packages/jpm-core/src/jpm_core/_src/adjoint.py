@@ -76,8 +76,9 @@ __all__ = [
 Force = Callable[[Array, Array, Any], Array]
 """`(positions, a, params) -> force`, `params` the potential filter's parameters."""
 
-FlatObserver = Callable[[Array, Array, Array, Array, Any], Any]
-"""`(positions, momenta, a_start, a_end, carry) -> carry`, at the end of each step."""
+FlatObserver = Callable[[Array, Array, Array, Array, Array, Any], Any]
+"""`(positions_start, positions, momenta, a_start, a_end, carry) -> carry`, at the end of each
+step (`positions_start`: before the step's drift)."""
 
 Monitor = Callable[[Array, Array], Array]
 """`(positions, boundary) -> int32 statistics` at every step boundary (into `Trajectory.monitor`).
@@ -230,10 +231,11 @@ def _forward(
     def body(carry, xs: _StepInputs):
         x, p, f, buf_x, buf_p, obs = carry
         k = xs.factors
+        x_start = x
         x, p, f = step(x, p, f, xs.a1, k.kick_first, k.drift, k.kick_second, params)
         history = _split(obs)[1] if record_history else None
         if observer is not None:
-            obs = observer(x, p, xs.a0, xs.a1, obs)
+            obs = observer(x_start, x, p, xs.a0, xs.a1, obs)
         buf_x = jax.lax.dynamic_update_index_in_dim(buf_x, x, xs.slot, 0)
         buf_p = jax.lax.dynamic_update_index_in_dim(buf_p, p, xs.slot, 0)
         stats = None if monitor is None else monitor(x, xs.index + 1)
@@ -318,8 +320,8 @@ def _depends_on(jaxpr: ClosedJaxpr, inputs: Sequence[int]) -> bool:
 def _check_observer_linearisation(vjp_of_observer: Callable, args: tuple, n_float: int) -> None:
     """Raise if the observer's VJP reads the floating leaves of its input carry (see module)."""
     jaxpr = jax.make_jaxpr(vjp_of_observer)(*args)
-    # argument layout: (x, p, a_start, a_end, *carry_floats, *others)
-    flat_positions = list(range(4, 4 + n_float))
+    # argument layout: (x, p, f, drift, kick_second, a_start, a_end, *carry_floats, *others)
+    flat_positions = list(range(7, 7 + n_float))
     if n_float and _depends_on(jaxpr, flat_positions):
         raise ValueError(
             "the observer's derivative depends on the values of the floating-point leaves of its "
@@ -329,14 +331,22 @@ def _check_observer_linearisation(vjp_of_observer: Callable, args: tuple, n_floa
         )
 
 
-def _observer_vjp(observer_c, o_consts, merge, x, p, a0, a1, floats, others, obs_bar):
-    """Cotangents of `(x, p, carry floats, consts)` of the observer at `(x, p, carry)`."""
+def _observer_vjp(
+    observer_c, o_consts, merge, x, p, f, drift, kick_second, a0, a1, floats, others, obs_bar
+):
+    """Cotangents of `(x, p, f, drift, kick_second, carry floats, consts)` of the observer of
+    the step that ends at `(x, p)` with force `f` and factors `drift`, `kick_second`.
 
-    def flat(x, p, floats, consts):
+    The positions at the start of the step, which the observer also sees, are reconstructed as
+    in the reverse step: `x_start = x - drift (p - kick_second f)`.
+    """
+
+    def flat(x, p, f, drift, kick_second, floats, consts):
+        x_start = x - drift * (p - kick_second * f)
         carry = merge(floats, others)
-        return _split(observer_c(x, p, a0, a1, carry, *consts))[0]
+        return _split(observer_c(x_start, x, p, a0, a1, carry, *consts))[0]
 
-    _, vjp = jax.vjp(flat, x, p, list(floats), list(o_consts))
+    _, vjp = jax.vjp(flat, x, p, f, drift, kick_second, list(floats), list(o_consts))
     return vjp(list(obs_bar))
 
 
@@ -346,7 +356,7 @@ class _Adjoint:
     """The static parts of one adjoint integration (closure-converted force and observer)."""
 
     force: Callable  # (x, a, params, *consts) -> f
-    observer: Callable | None  # (x, p, a0, a1, carry, *consts) -> carry
+    observer: Callable | None  # (x_start, x, p, a0, a1, carry, *consts) -> carry
     monitor: Monitor | None
     progress: StepProgress | None
     schedule: Schedule
@@ -358,6 +368,7 @@ class _Boundary(NamedTuple):
     factors: StepFactors  # of step i (none after the last boundary)
     a: Array  # a_i
     kick_second_prev: Array  # of step i - 1 (none before boundary 0)
+    drift_prev: Array  # of step i - 1 (none before boundary 0)
     a_prev: Array
     slot_prev: Array
     others_prev: list  # the observer carry's non-floating leaves before step i - 1
@@ -386,14 +397,15 @@ def reverse_boundary(
     ct_p: Array,
     carry: tuple[tuple[Array, Array, Array], _Cotangents],
     xs: _Boundary,
-) -> tuple[tuple[tuple[Array, Array, Array], _Cotangents], StepFactors]:
+) -> tuple[tuple[tuple[Array, Array, Array], _Cotangents], tuple[StepFactors, tuple[Array, Array]]]:
     """One boundary `i` of the backward pass (see the module).
 
     From the state `(x_{i+1}, p_{i+1}, f_{i+1})` and the cotangents of `(x_{i+1}, p_{i+1})`:
     reverse step `i` (`kick_adj`, `drift_adj`, the force and its VJP at `x_i`, `kick_adj`), add the
     cotangents that enter at boundary `i`, and apply the force VJP to its total cotangent.
 
-    **Returns:** the carry at boundary `i` and the cotangents of step `i`'s factors.
+    **Returns:** the carry at boundary `i`, the cotangents of step `i`'s factors, and those of
+    step `i - 1`'s `(drift, kick_second)` from its observer (which sees the step's start positions).
     """
     (x, p, f), bar = carry
     k = xs.factors
@@ -410,16 +422,21 @@ def reverse_boundary(
     x_bar = bar.x + jax.lax.dynamic_index_in_dim(ct_x, xs.slot_prev, 0, False)
     p_bar = p_half_bar + jax.lax.dynamic_index_in_dim(ct_p, xs.slot_prev, 0, False)
     obs_bar, o_bar = bar.observer, bar.observer_consts
+    zero = jnp.zeros_like(xs.drift_prev)
+    prev_bar = (zero, zero)  # cotangents of step i - 1's (drift, kick_second) from its observer
     if prog.observer is not None:
 
         def observe(operands):
-            x_bar, p_bar, obs_bar, o_bar = operands
-            dx, dp, obs_bar, do = _observer_vjp(
+            x_bar, p_bar, f_bar, _prev_bar, obs_bar, o_bar = operands
+            dx, dp, df, dd, dk, obs_bar, do = _observer_vjp(
                 prog.observer,
                 o_consts,
                 obs_merge,
                 x,
                 p,
+                f,
+                xs.drift_prev,
+                xs.kick_second_prev,
                 xs.a_prev,
                 xs.a,
                 obs_floats,
@@ -427,10 +444,13 @@ def reverse_boundary(
                 obs_bar,
             )
             o_bar = [a + b for a, b in zip(o_bar, do, strict=True)]
-            return x_bar + dx, p_bar + dp, obs_bar, o_bar
+            return x_bar + dx, p_bar + dp, f_bar + df, (dd, dk), obs_bar, o_bar
 
-        x_bar, p_bar, obs_bar, o_bar = jax.lax.cond(
-            xs.index > 0, observe, lambda operands: operands, (x_bar, p_bar, obs_bar, o_bar)
+        x_bar, p_bar, f_bar, prev_bar, obs_bar, o_bar = jax.lax.cond(
+            xs.index > 0,
+            observe,
+            lambda operands: operands,
+            (x_bar, p_bar, f_bar, prev_bar, obs_bar, o_bar),
         )
     # the force at boundary i also served step i - 1's second kick
     f_bar = f_bar + xs.kick_second_prev * p_bar
@@ -445,7 +465,7 @@ def reverse_boundary(
     )
     if prog.progress is not None:
         prog.progress.backward(xs.index)
-    return ((x, p, f), new_bar), StepFactors(kick_first_bar, drift_bar, kick_second_bar)
+    return ((x, p, f), new_bar), (StepFactors(kick_first_bar, drift_bar, kick_second_bar), prev_bar)
 
 
 def _backward(prog: _Adjoint, residuals, cotangents):
@@ -462,7 +482,7 @@ def _backward(prog: _Adjoint, residuals, cotangents):
 
     if prog.observer is not None:
         # the linearisation at the final carry's floating leaves must be exact (see module)
-        def probe(x, p, a0, a1, *args):
+        def probe(x, p, f, drift, kick_second, a0, a1, *args):
             floats, others = args[: len(obs_floats)], args[len(obs_floats) :]
             return _observer_vjp(
                 prog.observer,
@@ -470,6 +490,9 @@ def _backward(prog: _Adjoint, residuals, cotangents):
                 obs_merge,
                 x,
                 p,
+                f,
+                drift,
+                kick_second,
                 a0,
                 a1,
                 floats,
@@ -480,13 +503,26 @@ def _backward(prog: _Adjoint, residuals, cotangents):
         a0, a1 = jnp.asarray(a_all[0]), jnp.asarray(a_all[1])
         first_others = [h[0] for h in history]
         _check_observer_linearisation(
-            probe, (x_n, p_n, a0, a1, *obs_floats, *first_others), len(obs_floats)
+            probe,
+            (
+                x_n,
+                p_n,
+                jnp.zeros_like(x_n),
+                factors.drift[0],
+                factors.kick_second[0],
+                a0,
+                a1,
+                *obs_floats,
+                *first_others,
+            ),
+            len(obs_floats),
         )
 
     xs = _Boundary(
         factors=StepFactors(*(jnp.concatenate([k, zero]) for k in factors)),
         a=jnp.asarray(a_all),
         kick_second_prev=jnp.concatenate([zero, factors.kick_second]),
+        drift_prev=jnp.concatenate([zero, factors.drift]),
         a_prev=jnp.asarray(np.concatenate([a_all[:1], a_all[:-1]])),
         slot_prev=jnp.asarray(np.concatenate([[schedule.n_snap], schedule.slots]).astype(np.int32)),
         others_prev=[jnp.concatenate([h[:1], h]) for h in history],
@@ -506,9 +542,16 @@ def _backward(prog: _Adjoint, residuals, cotangents):
     body = functools.partial(
         reverse_boundary, prog, params, f_consts, o_consts, obs_floats, obs_merge, ct_x, ct_p
     )
-    (_, bar), factor_bars = jax.lax.scan(body, init, xs, reverse=True)
+    (_, bar), (factor_bars, (drift_prev_bar, kick_second_prev_bar)) = jax.lax.scan(
+        body, init, xs, reverse=True
+    )
     obs_init_bar = obs_merge(bar.observer, [None] * len(_split(obs_final)[1]))
-    factors_bar = StepFactors(*(k[:n_steps] for k in factor_bars))
+    # boundary i + 1 holds the observer's cotangents of step i's drift and second kick
+    factors_bar = StepFactors(
+        kick_first=factor_bars.kick_first[:n_steps],
+        drift=factor_bars.drift[:n_steps] + drift_prev_bar[1:],
+        kick_second=factor_bars.kick_second[:n_steps] + kick_second_prev_bar[1:],
+    )
     return (
         bar.x,
         bar.p,
@@ -543,7 +586,9 @@ def integrate_adjoint(
     observer_init = jax.tree.map(jnp.asarray, observer_init)
     force_c, force_consts = jax.closure_convert(force, x0, a0, params)
     if observer is not None:
-        observer_c, observer_consts = jax.closure_convert(observer, x0, p0, a0, a0, observer_init)
+        observer_c, observer_consts = jax.closure_convert(
+            observer, x0, x0, p0, a0, a0, observer_init
+        )
     else:
         observer_c, observer_consts = None, []
     prog = _Adjoint(force_c, observer_c, monitor, progress, schedule)

@@ -385,6 +385,7 @@ def nbody(
     filter_params: Any = None,
     observer: Observer | None = None,
     observer_init: Any = None,
+    observer_start_positions: bool = False,
     progress: bool = False,
 ) -> NBodyResult:
     """Integrate particles with the FastPM kick-drift-kick scheme and return snapshots.
@@ -441,6 +442,17 @@ def nbody(
     `carry` is any PyTree of fixed structure, shapes and dtypes. Under `Direct()`/`Checkpointed()`
     its intermediates are kept per step: wrap it in `jax.checkpoint` if they are large.
 
+    **Where particles were during the step.** With `observer_start_positions=True` the observer
+    is called as `observer(state, a_start, a_end, carry, positions_start)`, `positions_start` the
+    positions at `a_start` (before the step's drift, same shape and units as `state.positions`).
+    In a kick-drift-kick step a particle moves on the straight line from `positions_start` to
+    `state.positions`, linearly in the drift factor, so a lightcone can place each particle where
+    the cone crossed it (interpolation, exact along the step's path). Every gradient method
+    differentiates it; under `Adjoint()` the backward pass reconstructs `positions_start` from
+    the end of the step (`x - drift (p - kick_second F(x))`, the reverse step's own formula) and
+    passes its cotangent on to the positions, momenta, the force at `a_end` and the step's
+    factors, at no extra force evaluation.
+
     **Distributed runs.** On a device grid a particle further than `domain.halo` cells from its
     device's slab cannot be painted. Eagerly (concrete inputs), `nbody` raises a `RuntimeError`
     after the scan, naming the first step where it happened, how many particles strayed and the
@@ -475,6 +487,8 @@ def nbody(
       weights); every gradient method differentiates with respect to it.
     - `observer`: optional `(state, a_start, a_end, carry) -> carry` (see above).
     - `observer_init`: the initial carry of `observer`.
+    - `observer_start_positions`: also pass the positions at the start of each step to
+      `observer` (its fifth argument; see above). Off by default.
     - `progress`: show a `rich` progress bar on stderr (step `i/n`, elapsed time, ETA) as the
       steps run, fed by `jax.debug.callback` from inside the scan (works under `jit`; under
       `vmap` one bar per call), and a second one, `nbody adjoint`, as the adjoint's backward pass
@@ -492,6 +506,10 @@ def nbody(
     gradient = check_gradient("gradient", gradient)
     forces = check_forces("forces", forces)
     check_domain("domain", domain)
+    if not isinstance(observer_start_positions, bool):
+        raise TypeError(
+            f"observer_start_positions must be a bool, got {observer_start_positions!r}"
+        )
     if potential_filter is not None and not callable(potential_filter):
         raise TypeError(
             "potential_filter must be a callable (k, a, params) -> multiplier, got "
@@ -526,9 +544,15 @@ def nbody(
     force = _force_function(cosmo, domain, forces, potential_filter)
     flat_observer = None
     if observer is not None:
+        if observer_start_positions:
 
-        def flat_observer(x, p, a0, a1, carry):
-            return observer(ParticleState(x, p, a1), a0, a1, carry)
+            def flat_observer(x_start, x, p, a0, a1, carry):
+                return observer(ParticleState(x, p, a1), a0, a1, carry, x_start)
+
+        else:
+
+            def flat_observer(x_start, x, p, a0, a1, carry):
+                return observer(ParticleState(x, p, a1), a0, a1, carry)
 
     monitor = _stray_monitor(domain, forces, n_steps) if domain.is_distributed else None
     trajectory = _integrate(

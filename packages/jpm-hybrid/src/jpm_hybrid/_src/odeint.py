@@ -239,7 +239,7 @@ def hybrid_odeint(
     valid = ok
     for leaf in inputs:
         valid = valid & jnp.all(jnp.isfinite(leaf))
-    xs, ps = (_poison(y, valid, inputs) for y in solution.ys)
+    xs, ps = (jpm_core.poison(y, valid, inputs) for y in solution.ys)
     snapshots = jpm_core.ParticleState(positions=xs, momenta=ps, a=jnp.asarray(snaps, dtype))
     if isinstance(model, PGDCorrection):
         snapshots = model.correct(snapshots, domain)
@@ -248,17 +248,6 @@ def hybrid_odeint(
 
 def _is_float(leaf: Any) -> bool:
     return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
-
-
-def _poison(value: jax.Array, valid: jax.Array, inputs: list) -> jax.Array:
-    """`value` where `valid`, else NaN, with NaN derivatives there with respect to every input:
-    adds `where(valid, 0, nan) * sum(inputs)`, an exact 0 with exact-zero derivatives when valid
-    (values and gradients unchanged bit for bit)."""
-    nan_unless = jnp.where(valid, 0.0, jnp.nan).astype(value.dtype)
-    total = jnp.zeros((), value.dtype)
-    for leaf in inputs:
-        total = total + jnp.sum(jnp.asarray(leaf)).astype(value.dtype)
-    return jnp.where(valid, value, jnp.nan) + nan_unless * total
 
 
 def _result_message(diffrax, result) -> str:

@@ -224,16 +224,32 @@ def is_valid(cosmo: Cosmology, *, baryons: bool = False) -> jax.Array:
 def poison(value: jax.Array, valid: Any, *inputs: Any) -> jax.Array:
     """`value` where `valid`, NaN elsewhere, with NaN derivatives there with respect to `inputs`.
 
+    The federation's one way to make an invalid traced parameter give NaN in value *and* gradient
+    (never a finite wrong answer, never a zero derivative), for functions called inside `jit` by
+    samplers and optimisers:
+
+    ```python
+    ok = jnp.isfinite(theta).all() & (theta[0] > 0)
+    return jpm_core.poison(result, ok, theta)
+    ```
+
     Adds `where(valid, 0, nan) * sum(inputs)`: where `valid` holds, that is an exact 0 whose
     derivatives are exact zeros, so values and gradients of valid points are unchanged bit for
     bit (given finite inputs); elsewhere the value is NaN and so is the derivative with respect to
     every input (even for a zero cotangent), in forward and reverse mode. `valid` broadcasts
-    against `value`; so does each input (scalars, or arrays of the shape of `value`).
+    against `value`. Each input is a PyTree (a `Cosmology`, a network's parameters); its
+    floating leaves count: scalars and arrays of the shape of `value` elementwise, others by
+    their sum.
     """
     value = jnp.asarray(value)
     nan_unless = jnp.where(valid, 0.0, jnp.nan).astype(value.dtype)
     total = jnp.zeros((), value.dtype)
-    for leaf in inputs:
+    leaves = [
+        leaf
+        for leaf in jax.tree.leaves(inputs)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    for leaf in leaves:
         leaf = jnp.asarray(leaf).astype(value.dtype)
         total = total + (leaf if leaf.ndim == 0 or leaf.shape == value.shape else jnp.sum(leaf))
     return value + nan_unless * total
