@@ -123,24 +123,38 @@ def test_crossing_interpolation_converges_faster_than_end_of_step_positions(meth
     assert err["interpolate"] < 0.25 * err["end"], err
 
 
-@pytest.mark.parametrize("crossing", ["interpolate", pytest.param("end", marks=pytest.mark.slow)])
-def test_map_is_differentiated_exactly_by_the_default_adjoint(crossing):
+@pytest.mark.parametrize(
+    ("crossing", "replicated"),
+    [
+        ("interpolate", True),
+        pytest.param("interpolate", False, marks=pytest.mark.slow),
+        pytest.param("end", False, marks=pytest.mark.slow),
+    ],
+)
+def test_map_is_differentiated_exactly_by_the_default_adjoint(crossing, replicated):
     """`carry + g(state)` is affine in the carry: jpm-core's reverse-time adjoint gives the
     gradient of plain autodiff through the run (with crossing interpolation the observer also
-    reads the start of each step, which the adjoint reconstructs)."""
-    domain = jc.Domain((8, 8, 16), (64.0, 64.0, 768.0))
+    reads the start of each step, which the adjoint reconstructs; with replication it picks the
+    step's replicas with a `lax.cond`)."""
+    if replicated:  # 3 replicas of a 128 Mpc/h cube, 5 steps of < 70 Mpc/h
+        domain, a_init, source, steps = jc.Domain(16, 128.0), 0.9, 0.1, 5
+        key = jax.random.key(2)
+    else:
+        domain, a_init, source, steps = jc.Domain((8, 8, 16), (64.0, 64.0, 768.0)), 0.8, 0.2, 3
+        key = None
     geometry = jlens.FlatSky(8, field_deg=4.0)
     noise = jc.white_noise(jax.random.key(0), domain)
 
     def loss(omega_c, gradient):
         cosmo = dataclasses.replace(COSMO, Omega_c=omega_c)
         delta = jc.linear_field_from_noise(noise, domain, lambda k: jc.linear_power(cosmo, k))
-        state = jc.lpt(cosmo, delta, domain, 0.8)
+        state = jc.lpt(cosmo, delta, domain, a_init)
         cone = jlens.BornLightcone(
-            cosmo, domain, geometry, sources=0.2, a_init=0.8, crossing=crossing
-        )
+            cosmo, domain, geometry, sources=source, a_init=a_init, crossing=crossing,
+            replication_key=key,
+        )  # fmt: skip
         run = jc.nbody(
-            cosmo, state, domain, [1.0], steps=3, gradient=gradient, **cone.nbody_kwargs()
+            cosmo, state, domain, [1.0], steps=steps, gradient=gradient, **cone.nbody_kwargs()
         )
         return jnp.sum(cone.convergence(run.observer_carry) ** 2)
 
@@ -189,6 +203,91 @@ def test_interpolated_crossing_without_the_start_positions_is_a_clear_error():
                             crossing="nearest")  # fmt: skip
 
 
+@pytest.mark.parametrize("method", ["particles", "mesh"])
+def test_replicated_box_equals_the_elongated_box_tiled_with_the_same_transforms(method):
+    """A cube replicated along the line of sight is the elongated box made of the cube's
+    particles permuted, shifted and stacked along z as the replicas are: the maps agree to
+    round-off (moving 1LPT particles, crossing interpolation; shells and particles crossing
+    replica boundaries). The shifts are rounded to whole cells so that CIC painting, which is
+    not invariant under sub-cell shifts, paints the same mesh."""
+    n, side, copies = 16, 200.0, 6
+    cube = jc.Domain(n, side)
+    tiled = jc.Domain((n, n, copies * n), (side, side, copies * side))
+    geometry = jlens.FlatSky(16, field_deg=5.0)
+    kwargs = {"sources": 0.35, "a_init": 0.72, "method": method}
+    replicated = jlens.BornLightcone(
+        COSMO, cube, geometry, replication_key=jax.random.key(3), **kwargs
+    )
+    perms = np.asarray(replicated._perms)
+    assert perms.shape[0] == copies  # chi(a_init) ~ 1056 Mpc/h: 6 boxes of 200
+    assert len({tuple(p.ravel()) for p in perms}) > 1  # the permutations are exercised
+    shifts = jnp.round(replicated._shifts / (side / n)) * (side / n)
+    object.__setattr__(replicated, "_shifts", shifts)
+    elongated = jlens.BornLightcone(COSMO, tiled, geometry, **kwargs)
+    delta = 2.0 * jc.linear_field(jax.random.key(1), cube, lambda k: jc.linear_power(COSMO, k))
+    edges = np.linspace(0.72, 1.0, 9)
+
+    def tile(x):  # mesh units: replica r's copy at (P_r x + s_r) mod n, then + r n along z
+        x = x.reshape(-1, 3)
+        return jnp.concatenate(
+            [
+                jnp.mod(x @ jnp.asarray(perms[r]).T + shifts[r][None, :] * n / side, n)
+                + jnp.asarray([0.0, 0.0, r * n])[None, :]
+                for r in range(copies)
+            ]
+        )
+
+    maps = {}
+    for name, cone in (("replicated", replicated), ("elongated", elongated)):
+        carry = cone.init()
+        observer = jax.jit(cone.observer)
+        for a0, a1 in itertools.pairwise(edges):
+            start, end = (jc.lpt(COSMO, delta, cube, a, order=1).positions for a in (a0, a1))
+            if cone is elongated:  # keep the step's true displacement across the wrap
+                start, end = (
+                    tile(start),
+                    tile(start) + (tile(end) - tile(start) + n / 2) % n - n / 2,
+                )
+            state = jc.ParticleState(end, jnp.zeros_like(end), jnp.float32(a1))
+            carry = observer(state, jnp.float32(a0), jnp.float32(a1), carry, start)
+        maps[name] = np.asarray(cone.convergence(carry))
+    scale = np.std(maps["elongated"])
+    assert scale > 0
+    # one particle more or less would move a pixel by ~5% of the rms: far above this bound
+    np.testing.assert_allclose(maps["replicated"], maps["elongated"], atol=1e-3 * scale)
+
+
+def test_random_replicas_keep_zero_mean_and_near_poisson_noise():
+    # uniformly random particles in a replicated cube: zero mean, and a pixel noise near that of
+    # independent Poisson points; the replicas repeat the same 4096 particles, so it is not
+    # exactly that (measured 0.90-0.94 of it for two keys, 1.0-1.1 without the random transforms)
+    n, side = 16, 240.0
+    cube = jc.Domain(n, side)
+    geometry = jlens.FlatSky(16, field_deg=5.0)
+    cone = jlens.BornLightcone(
+        COSMO, cube, geometry, sources=[0.5, 1.0], a_init=0.5, method="particles",
+        replication_key=jax.random.key(7),
+    )  # fmt: skip
+    assert not np.allclose(cone._perms, np.eye(3)[None])
+    chi, q = (np.asarray(t, np.float64) for t in cone._table(jnp.float32))
+    far = chi > 0
+    v_p, d_omega = side**3 / n**3, geometry.pixel_rad**2
+    predicted_std = np.sqrt(
+        4.0 / 9.0 * v_p / d_omega * np.trapezoid(q[:, far] ** 2 / chi[far] ** 2, chi[far], axis=-1)
+    )
+    means, stds = [], []
+    for seed in range(6):
+        x = jax.random.uniform(jax.random.key(seed), (n**3, 3)) * n
+        state = jc.ParticleState(x, jnp.zeros_like(x), jnp.float32(0.5))
+        kappa = np.asarray(_sweep(cone, state, np.linspace(0.5, 1.0, 41)))
+        means.append(kappa.mean(axis=(1, 2)))
+        stds.append(kappa.std(axis=(1, 2)))
+    means, stds = np.asarray(means), np.asarray(stds)
+    error_of_mean = predicted_std / np.sqrt(6 * 256)
+    assert np.all(np.abs(means.mean(0)) < 4 * error_of_mean), (means.mean(0), error_of_mean)
+    assert np.all(np.abs(stds.mean(0) / predicted_std - 1.0) < 0.15), stds.mean(0) / predicted_std
+
+
 def test_bad_configurations_are_refused_before_compute():
     long_box = jc.Domain((8, 8, 64), (240.0, 240.0, 2400.0))
     geometry = jlens.FlatSky(8, field_deg=5.0)
@@ -199,6 +298,10 @@ def test_bad_configurations_are_refused_before_compute():
             COSMO, long_box, geometry, sources=jlens.Smail(z0=1.0, alpha=0.5, beta=2.0, z_max=4.0),
             a_init=0.4,
         )  # fmt: skip
+    with pytest.raises(ValueError, match="cubic box"):
+        jlens.BornLightcone(
+            COSMO, long_box, geometry, sources=1.0, a_init=0.4, replication_key=jax.random.key(0)
+        )
     with pytest.raises(ValueError, match="elongated box"):
         jlens.BornLightcone(COSMO, jc.Domain(8, 240.0), geometry, sources=1.0, a_init=0.4)
     with pytest.raises(ValueError, match="field of view"):

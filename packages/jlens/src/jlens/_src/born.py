@@ -28,13 +28,18 @@ dchi`, computed in one of two ways:
 In both, the mean `int q_i dchi` is subtracted analytically, and the update of the carry is
 `carry + g(state)`, affine, so the maps are differentiated exactly by jpm-core's default adjoint.
 
-Box mode: one elongated box (`box_size[2] >= chi` of the farthest lens; the transverse sides must
-hold the field of view at that distance). Box replication is not implemented yet.
+Box modes: one elongated box (`box_size[2] >= chi` of the farthest lens; the transverse sides must
+hold the field of view at that distance), or a cubic box replicated along the line of sight
+(`replication_key`): replica `r` fills the distances `[r L, (r + 1) L)` with the box's particles
+under a random permutation of its axes and a random periodic shift, drawn once per lightcone (as
+DifferentiableHOS does), which breaks the repetition of structures along the cone. A step's shell
+must be thinner than the box (it then meets at most two replicas).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -61,6 +66,12 @@ __all__ = ["BornLightcone"]
 
 # nodes of the lensing-efficiency table (interpolated at every particle) and of the mean integral
 _N_TABLE = 2048
+# how far (in cells) a particle may move in one step across a replica boundary and still be seen
+_MARGIN_CELLS = 4.0
+# the six axis permutations of a replica (rows: the cone's x, y, z as box axes)
+_PERMUTATIONS = np.asarray(
+    [np.eye(3)[list(order)] for order in itertools.permutations(range(3))], float
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +107,12 @@ class BornLightcone:
       on the piecewise-linear trilinear read is second order in it: measured 1.3% of the map's
       rms at half a cell, 0.1% at an eighth).
     - `rays_per_pixel`: rays per pixel side (`"mesh"`), averaged in the pixel.
+    - `replication_key`: `None` (default): one elongated box. A PRNG key: replicate the cubic
+      box along the line of sight, each replica with a random axis permutation and shift
+      (`box_size[2]` may then be shorter than the farthest lens; the transverse sides must still
+      hold the field of view there; each step must sweep less than one box length less 6
+      cells, and a particle that crosses a replica boundary during a step must move less than 4
+      cells in it).
     - `crossing`: `"interpolate"` (default): each particle at the point of its path where the
       light cone crossed it (run `nbody` with `observer_start_positions=True`, or pass
       `**cone.nbody_kwargs()`); `"end"`: at its position at the end of that step.
@@ -115,6 +132,7 @@ class BornLightcone:
     nodes_per_step: int = 64
     rays_per_pixel: int = 2
     crossing: str = "interpolate"
+    replication_key: Any = None
 
     def __post_init__(self) -> None:
         if self.method not in ("mesh", "particles"):
@@ -157,12 +175,21 @@ class BornLightcone:
             else None
         )
         box = np.asarray(self.domain.box_size, float)
+        replicate = self.replication_key is not None
+        if replicate:
+            mesh = np.asarray(self.domain.mesh_shape)
+            if not (np.all(box == box[0]) and np.all(mesh == mesh[0])):
+                raise ValueError(
+                    "replication permutes the box's axes: it needs a cubic box and mesh, got "
+                    f"box_size {box.tolist()} and mesh_shape {mesh.tolist()} (or use an "
+                    "elongated box with replication_key=None)"
+                )
         if chi_far is not None:
-            if box[2] < chi_far:
+            if box[2] < chi_far and not replicate:
                 raise ValueError(
                     f"the box is {box[2]:.4g} Mpc/h long along z but the farthest lens is at "
-                    f"chi = {chi_far:.4g} Mpc/h: use an elongated box (replication is not "
-                    "implemented yet)"
+                    f"chi = {chi_far:.4g} Mpc/h: use an elongated box, or replicate this one "
+                    "(replication_key=jax.random.key(...))"
                 )
             width = chi_far * self.geometry.field_rad
             if min(box[0], box[1]) < width:
@@ -171,6 +198,20 @@ class BornLightcone:
                     f"Mpc/h at chi = {chi_far:.4g} Mpc/h, wider than the box's transverse sides "
                     f"{box[:2].tolist()}: shrink the field or widen the box"
                 )
+        # the replicas of the box along the line of sight: axis permutations and shifts
+        if replicate:
+            # enough replicas for any cosmology when the distance is traced (E(z) >= 1/2 bound)
+            reach = chi_far if chi_far is not None else 2.0 * z_lens * HUBBLE_DISTANCE
+            n_rep = math.ceil(reach / box[2]) + 1
+            key_perm, key_shift = jax.random.split(self.replication_key)
+            choice = jax.random.randint(key_perm, (n_rep,), 0, len(_PERMUTATIONS))
+            perms = jnp.asarray(_PERMUTATIONS, jnp.result_type(float))[choice]
+            shifts = jax.random.uniform(key_shift, (n_rep, 3), jnp.result_type(float)) * box[0]
+        else:
+            perms = jnp.eye(3, dtype=jnp.result_type(float))[None]
+            shifts = jnp.zeros((1, 3), jnp.result_type(float))
+        object.__setattr__(self, "_perms", perms)
+        object.__setattr__(self, "_shifts", shifts)
         # the lensing-efficiency table, once per lightcone (not once per step)
         chi_nodes, q_nodes = self._make_table(jnp.result_type(float))
         object.__setattr__(self, "_chi_nodes", chi_nodes)
@@ -236,64 +277,89 @@ class BornLightcone:
                 "**cone.nbody_kwargs()), or use crossing='end'"
             )
         dtype = carry.dtype
-        start = positions_start if self.crossing == "interpolate" else None
-        x, inside = self._shell(state, a_start, a_end, start, dtype)
-        if self.method == "mesh":
-            return self._observe_mesh(x, inside, a_start, a_end, carry)
-        return self._observe_particles(x, inside, carry)
-
-    def _shell(self, state, a_start, a_end, positions_start, dtype):
-        """The particles the light cone sweeps during the step and where it meets them.
-
-        **Returns:** `(x, inside)`: positions `(n, 3)` in Mpc/h with `x[:, 2]` the distance from
-        the observer in `[0, box_size[2])` (transverse axes not wrapped), and the boolean mask of
-        the particles whose crossing falls in this step.
-
-        With `crossing="interpolate"` a particle moves on the segment from its start to its end
-        position, `x(t) = x0 + t (x1 - x0)` for the step's drift fraction `t` in `[0, 1]`, and
-        the cone on `chi(t) = chi_hi + t (chi_lo - chi_hi)` (linear in `t` between its exact
-        ends); it is taken at the root `t` of `x_z(t) = chi(t)`, in the step iff `0 <= t < 1`,
-        i.e. `x0_z <= chi_hi` and `x1_z > chi_lo` (consecutive steps partition the particles).
-        With `crossing="end"`: the end positions, in the step iff `chi_lo <= x1_z < chi_hi`.
-        """
         cell = jnp.asarray(
             np.asarray(self.domain.box_size, float) / np.asarray(self.domain.mesh_shape, float),
             dtype,
         )
-        length = jnp.asarray(float(self.domain.box_size[2]), dtype)
-        chi_hi = comoving_distance(self.cosmo, a_start.astype(dtype))
-        chi_lo = comoving_distance(self.cosmo, a_end.astype(dtype))
         x1 = jnp.reshape(jnp.asarray(state.positions, dtype), (-1, 3)) * cell[None, :]
-        if positions_start is None:
-            z1 = jnp.mod(x1[:, 2], length)
-            inside = (z1 >= chi_lo) & (z1 < chi_hi)
-            return x1.at[:, 2].set(z1), inside
-        x0 = jnp.reshape(jnp.asarray(positions_start, dtype), (-1, 3)) * cell[None, :]
-        z0 = jnp.mod(x0[:, 2], length)
-        dz = x1[:, 2] - x0[:, 2]  # unwrapped positions: the step's true displacement
-        z1 = z0 + dz
-        inside = (z0 <= chi_hi) & (z1 > chi_lo)
-        # the cone sweeps chi_hi - chi_lo per step, far more than any particle moves
-        speed = chi_hi - chi_lo + dz
-        t = jnp.clip(jnp.where(inside, (chi_hi - z0) / jnp.where(inside, speed, 1.0), 0.0), 0, 1)
-        x = x0 + t[:, None] * (x1 - x0)
-        return x.at[:, 2].set(z0 + t * dz), inside
-
-    def _observe_mesh(self, x, inside, a_start, a_end, carry):
-        """Paint the shell's particles on the run's mesh (CIC), then integrate `q (1 + delta)`
-        along `rays_per_pixel^2` rays per pixel over the shell widened by two cells on each side
-        (the shell's CIC clouds, read trilinearly, lie within it), with `nodes_per_step` midpoint
-        nodes."""
-        dtype = carry.dtype
-        mesh = np.asarray(self.domain.mesh_shape, float)
-        cell_np = np.asarray(self.domain.box_size, float) / mesh
-        cell = jnp.asarray(cell_np, dtype)
-        positions = x / cell[None, :]
+        x0 = None
+        if self.crossing == "interpolate":
+            x0 = jnp.reshape(jnp.asarray(positions_start, dtype), (-1, 3)) * cell[None, :]
         chi_hi = comoving_distance(self.cosmo, a_start.astype(dtype))
         chi_lo = comoving_distance(self.cosmo, a_end.astype(dtype))
-        counts = paint(positions, self.domain, weights=inside.astype(dtype))
-        counts = _compensate_cic(counts, self.domain.mesh_shape)
-        mean_count = positions.shape[0] / float(np.prod(mesh))
+        perms = self._perms.astype(dtype)
+        shifts = self._shifts.astype(dtype)
+        n_rep = perms.shape[0]
+
+        def replica(r):
+            return self._replica(r, perms[r], shifts[r], x0, x1, chi_lo, chi_hi, dtype)
+
+        if n_rep == 1:
+            return carry + replica(0)
+        # a step's shell is thinner than the box: it meets one replica, or two at a boundary
+        # (a particle that starts the step up to _MARGIN_CELLS cells below the boundary and
+        # crosses the cone above it is the lower replica's)
+        length = float(self.domain.box_size[2])
+        margin = _MARGIN_CELLS * cell[2]
+        r_hi = jnp.clip(jnp.floor(chi_hi / length), 0, n_rep - 1).astype(jnp.int32)
+        r_lo = jnp.clip(jnp.floor((chi_lo - margin) / length), 0, n_rep - 1).astype(jnp.int32)
+        out = carry + replica(r_hi)
+        return out + jax.lax.cond(
+            r_lo != r_hi, lambda: replica(r_lo), lambda: jnp.zeros(carry.shape, carry.dtype)
+        )
+
+    def _replica(self, r, perm, shift, x0, x1, chi_lo, chi_hi, dtype):
+        """The contribution of replica `r` of the box to the step's shell.
+
+        Replica `r` fills the distances `[r L, (r + 1) L)` (`L = box_size[2]`); a particle at box
+        coordinates `x` appears there at `c = (P_r x + s_r) mod box` (cone frame: `c_z + r L` is
+        its distance, `c_x - L_x / 2`, `c_y - L_y / 2` its transverse offsets), `P_r` an axis
+        permutation and `s_r` a shift (the identity and 0 for the elongated box).
+
+        With `crossing="interpolate"` a particle moves on the segment from its start to its end
+        position, `x(t) = x0 + t (x1 - x0)` for the step's drift fraction `t` in `[0, 1]`, and
+        the cone on `chi(t) = chi_hi + t (chi_lo - chi_hi)` (linear in `t` between its exact
+        ends); it is taken at the root `t` of `d(t) = chi(t)` (`d` its distance), in the step
+        iff `0 <= t < 1`, i.e. `d0 <= chi_hi` and `d1 > chi_lo` (consecutive steps partition the
+        particles). With `crossing="end"`: the end positions, in the step iff
+        `chi_lo <= d1 < chi_hi`.
+        """
+        box = jnp.asarray(np.asarray(self.domain.box_size, float), dtype)
+        offset = jnp.asarray(r, dtype) * box[2]
+        c1 = x1 @ perm.T
+        if x0 is None:
+            c = jnp.mod(c1 + shift[None, :], box[None, :])
+            d1 = c[:, 2] + offset
+            inside = (d1 >= chi_lo) & (d1 < chi_hi)
+            x_box = x1
+        else:
+            c0 = jnp.mod(x0 @ perm.T + shift[None, :], box[None, :])
+            step = c1 - x0 @ perm.T  # unwrapped positions: the step's true displacement
+            d0 = c0[:, 2] + offset
+            dz = step[:, 2]
+            inside = (d0 <= chi_hi) & (d0 + dz > chi_lo)
+            # the cone sweeps chi_hi - chi_lo per step, far more than any particle moves
+            speed = jnp.where(inside, chi_hi - chi_lo + dz, 1.0)
+            t = jnp.clip(jnp.where(inside, (chi_hi - d0) / speed, 0.0), 0.0, 1.0)
+            c = c0 + t[:, None] * step
+            c = c.at[:, :2].set(jnp.mod(c[:, :2], box[None, :2]))  # transverse: periodic
+            x_box = x0 + t[:, None] * (x1 - x0)
+        if self.method == "mesh":
+            return self._rays(x_box, inside, perm, shift, offset, chi_lo, chi_hi, dtype)
+        return self._deposit(c, inside, offset, dtype)
+
+    def _rays(self, x_box, inside, perm, shift, offset, chi_lo, chi_hi, dtype):
+        """Paint the replica's shell particles on the run's mesh (CIC, box coordinates), divide
+        out the CIC windows across the line of sight, and integrate `q (1 + delta)` along
+        `rays_per_pixel^2` rays per pixel over the shell widened by two cells on each side (the
+        shell's CIC clouds, read trilinearly, lie within it), with `nodes_per_step` midpoint
+        nodes; the rays are mapped back to box coordinates, `x = P_r^T (c - s_r)`."""
+        mesh = np.asarray(self.domain.mesh_shape, float)
+        cell = jnp.asarray(np.asarray(self.domain.box_size, float) / mesh, dtype)
+        counts = paint(x_box / cell[None, :], self.domain, weights=inside.astype(dtype))
+        # the box axis along the line of sight of this replica is perm[2]'s one
+        counts = _compensate_cic(counts, self.domain.mesh_shape, 1.0 - perm[2])
+        mean_count = x_box.shape[0] / float(np.prod(mesh))
         # ray nodes: midpoints of nodes_per_step equal pieces of [chi_lo - 2c, chi_hi + 2c]
         lo = jnp.maximum(chi_lo - 2 * cell[2], 0.0)
         hi = chi_hi + 2 * cell[2]
@@ -307,31 +373,35 @@ class BornLightcone:
         theta = offsets * self.geometry.pixel_rad
         ty, tx = jnp.meshgrid(theta, theta, indexing="ij")  # (n s, n s)
         box = jnp.asarray(np.asarray(self.domain.box_size, float), dtype)
-        px = (box[0] / 2 + chi[:, None, None] * tx[None]) / cell[0]
-        py = (box[1] / 2 + chi[:, None, None] * ty[None]) / cell[1]
-        pz = jnp.broadcast_to(chi[:, None, None] / cell[2], px.shape)
-        values = read(counts, jnp.stack([px, py, pz], axis=-1), self.domain) / mean_count
+        cx = box[0] / 2 + chi[:, None, None] * tx[None]
+        cy = box[1] / 2 + chi[:, None, None] * ty[None]
+        cz = jnp.broadcast_to(chi[:, None, None] - offset, cx.shape)
+        cone = jnp.stack([cx, cy, cz], axis=-1) - shift[None, None, None, :]
+        # box coordinates in cells (read wraps periodically)
+        points = (cone @ perm) / cell[None, None, None, :]
+        # only the nodes of this replica (and the two cells its clouds reach beyond its faces)
+        own = (chi >= offset - 2 * cell[2]) & (chi < offset + box[2] + 2 * cell[2])
+        values = read(counts, points, self.domain) / mean_count
+        values = jnp.where(own[:, None, None], values, 0.0)
         chi_nodes, q_nodes = self._table(dtype)
         q = jax.vmap(lambda row: jnp.interp(chi, chi_nodes, row))(q_nodes)  # (n_src, k)
         rays = jnp.einsum("sk,kyx->syx", q, values) * dchi
-        pixels = rays.reshape(rays.shape[0], n, s, n, s).mean(axis=(2, 4))
-        return carry + pixels
+        return rays.reshape(rays.shape[0], n, s, n, s).mean(axis=(2, 4))
 
-    def _observe_particles(self, x, inside, carry):
-        dtype = carry.dtype
+    def _deposit(self, c, inside, offset, dtype):
+        """Each shell particle on the map (bilinear), weight `q(chi) V_p / (chi^2 dOmega)`."""
         box = jnp.asarray(np.asarray(self.domain.box_size, float), dtype)
-        x = jnp.mod(x, box[None, :])  # periodic box: wrap before measuring transverse offsets
-        chi_p = x[:, 2]
+        chi_p = c[:, 2] + offset
         inside = inside & (chi_p > 0)
         safe_chi = jnp.where(inside, chi_p, 1.0)
         chi_nodes, q_nodes = self._table(dtype)
         q = jax.vmap(lambda row: jnp.interp(safe_chi, chi_nodes, row))(q_nodes)
-        volume = float(np.prod(self.domain.box_size)) / x.shape[0]
+        volume = float(np.prod(self.domain.box_size)) / c.shape[0]
         weight = jnp.where(inside, volume / (safe_chi**2 * self.geometry.pixel_rad**2), 0.0)
         weights = q * weight[None, :]  # (n_sources, n_particles)
-        theta_x = (x[:, 0] - box[0] / 2) / safe_chi
-        theta_y = (x[:, 1] - box[1] / 2) / safe_chi
-        return carry + _paint_cic(weights, theta_x, theta_y, self.geometry)
+        theta_x = (c[:, 0] - box[0] / 2) / safe_chi
+        theta_y = (c[:, 1] - box[1] / 2) / safe_chi
+        return _paint_cic(weights, theta_x, theta_y, self.geometry)
 
     def mean(self, dtype: Any = jnp.float32) -> jax.Array:
         """`int q_i dchi` over the distances the run sweeps, shape `(n_sources,)`."""
@@ -348,17 +418,18 @@ class BornLightcone:
         return carry - self.mean(carry.dtype)[:, None, None]
 
 
-def _compensate_cic(field: jax.Array, mesh_shape: Sequence[int]) -> jax.Array:
-    """Divide by the windows of CIC painting and CIC (trilinear) reading, `prod_i sinc(k_i / 2)^4`
-    (`k_i` in radians per cell), in Fourier space."""
-    windows = []
+def _compensate_cic(field: jax.Array, mesh_shape: Sequence[int], axes: jax.Array) -> jax.Array:
+    """Divide by the windows of CIC painting and CIC (trilinear) reading, `sinc(k_i / 2)^4`
+    (`k_i` in radians per cell), along the axes `i` where `axes[i]` is 1 (0: not along that
+    axis; the line of sight needs none), in Fourier space."""
+    window = jnp.ones((), field.dtype)
     for axis, n in enumerate(mesh_shape):
         freq = np.fft.rfftfreq(n) if axis == len(mesh_shape) - 1 else np.fft.fftfreq(n)
         shape = [1] * len(mesh_shape)
         shape[axis] = freq.size
-        windows.append(np.sinc(freq).reshape(shape) ** 4)
-    window = windows[0] * windows[1]  # transverse only: the ray integral along z needs none
-    spectrum = jnp.fft.rfftn(field) / jnp.asarray(window, field.dtype)
+        w = jnp.asarray(np.sinc(freq).reshape(shape) ** 4, field.dtype)
+        window = window * (1.0 - axes[axis] + axes[axis] * w)
+    spectrum = jnp.fft.rfftn(field) / window
     return jnp.fft.irfftn(spectrum, s=tuple(mesh_shape)).astype(field.dtype)
 
 
