@@ -133,7 +133,21 @@ def _tiny_models():
         "spline_filter": jpm_hybrid.SplineFilter(
             jpm_hybrid.FilterConfig(n_knots=4, width=4), rngs=nnx.Rngs(0)
         ),
+        "hybrid_truth": _tiny_truth(),
     }
+
+
+def _tiny_truth():
+    """A 4^3 truth run (force mesh 2x finer, 8 steps) for train_hybrid."""
+    import jax
+
+    import jpm_core as jc
+    import jpm_hybrid
+
+    cosmo, domain = jc.Cosmology(), jc.Domain(4, 32.0)
+    delta = jc.linear_field(jax.random.key(0), domain, lambda k: jc.linear_power(cosmo, k))
+    initial = jc.lpt(cosmo, delta, domain, 0.2)
+    return jpm_hybrid.make_truth(cosmo, initial, domain, [0.6, 1.0], boost=2, steps=8)
 
 
 def _mse(model, batch):
@@ -165,6 +179,14 @@ def _train_jscore(key, m, **kw):
         key, m["score_mlp"], m["score_data"], num_steps=3, batch_size=16, sigma_min=0.05,
         sigma_max=1.0, progress=False, **kw,
     )  # fmt: skip
+
+
+def _train_hybrid(key, m, **kw):
+    import jpm_hybrid
+
+    return jpm_hybrid.train_hybrid(
+        key, m["spline_filter"], m["hybrid_truth"], num_steps=2, steps=4, progress=False, **kw
+    )
 
 
 def _train_jso3(key, m, **kw):
@@ -242,6 +264,11 @@ WRITERS = {
         "jso3.train_dsm",
     ),
     "jpm_hybrid.save_filter": (_write_spline_filter, "jpm-hybrid", "jpm_hybrid.SplineFilter"),
+    "jpm_hybrid.train_hybrid(checkpoint=)": (
+        lambda p, m: _train_hybrid(_key(), m, checkpoint=p),
+        "jpm-hybrid",
+        "jpm_hybrid.train_hybrid",
+    ),
 }
 MODULE_OF = {"jpm-hybrid": "jpm_hybrid"}  # distribution name -> import name, where they differ
 
@@ -297,6 +324,10 @@ READERS = {
         "jso3.train_dsm(checkpoint=)",
     ),
     "jpm_hybrid.load_filter": (_read_spline_filter, "jpm_hybrid.save_filter"),
+    "jpm_hybrid.train_hybrid(checkpoint=)": (
+        lambda p, m: _train_hybrid(_key(), m, checkpoint=p),
+        "jpm_hybrid.train_hybrid(checkpoint=)",
+    ),
 }
 
 
@@ -391,6 +422,7 @@ TRAINERS = {
     "jflows.train": (_train_linear, "linear"),
     "jscore.train_dsm": (_train_jscore, "score_mlp"),
     "jso3.train_dsm": (_train_jso3, "so3_net"),
+    "jpm_hybrid.train_hybrid": (_train_hybrid, "spline_filter"),
 }
 
 
