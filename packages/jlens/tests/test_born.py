@@ -354,3 +354,29 @@ def test_1lpt_lightcone_matches_linear_limber_at_low_ell():
     error = np.sqrt(np.sum(spectra.var(0) / len(spectra))) / theory.sum()
     assert error < 0.07
     assert abs(ratio - 1.0) < max(0.05, 2.5 * error), (ratio, error)
+
+
+def test_particles_method_on_a_device_grid_equals_one_device():
+    """The observer on jpm-core's distributed run (8 fake CPU devices, device grid (2, 4), a
+    replicated cube): the particles method gives the one-device map; the mesh method is refused
+    there."""
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
+    geometry = jlens.FlatSky(16, field_deg=6.0)
+    one = jc.Domain(16, 160.0)
+    grid = jc.Domain(16, 160.0, device_grid=(2, 4), halo=4)
+    noise = np.random.default_rng(5).normal(size=one.mesh_shape).astype(np.float32)
+    kwargs = {"sources": 0.1, "a_init": 0.9, "replication_key": jax.random.key(1)}
+
+    def kappa(domain):
+        delta = jc.linear_field_from_noise(noise, domain, lambda k: jc.linear_power(COSMO, k))
+        state = jc.lpt(COSMO, delta, domain, 0.9)
+        cone = jlens.BornLightcone(COSMO, domain, geometry, method="particles", **kwargs)
+        run = jc.nbody(COSMO, state, domain, [1.0], steps=4, **cone.nbody_kwargs())
+        return np.asarray(cone.convergence(run.observer_carry))
+
+    reference = kappa(one)
+    assert np.std(reference) > 0
+    np.testing.assert_allclose(kappa(grid), reference, atol=1e-4 * np.std(reference))
+    with pytest.raises(ValueError, match="single-device"):
+        jlens.BornLightcone(COSMO, grid, geometry, **kwargs)

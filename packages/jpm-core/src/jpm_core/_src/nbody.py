@@ -453,7 +453,12 @@ def nbody(
     passes its cotangent on to the positions, momenta, the force at `a_end` and the step's
     factors, at no extra force evaluation.
 
-    **Distributed runs.** On a device grid a particle further than `domain.halo` cells from its
+    **Distributed runs.** An observer receives the sharded state (the positions' first two axes
+    sharded over the device grid like the mesh) and runs inside the same `jit`: written in plain
+    `jax.numpy` (scatter-adds onto a map, reductions), XLA partitions it and its result equals the
+    one-device run's (jlens's `BornLightcone(method="particles")` is tested so on 8 fake CPU
+    devices); an observer that calls `paint`/`read` on the run's mesh must be built for the
+    distributed domain. On a device grid a particle further than `domain.halo` cells from its
     device's slab cannot be painted. Eagerly (concrete inputs), `nbody` raises a `RuntimeError`
     after the scan, naming the first step where it happened, how many particles strayed and the
     halo they need; inside `jit` the result is NaN from that step on and, with
