@@ -7,7 +7,8 @@ The bottom layer of the jpm federation. What it offers, grouped as in the README
   `scale_factor_of_chi`, `growth_factor`, `growth_rate`, `growth_factor_second`,
   `growth_rate_second`, `linear_power`, `nonlinear_power` (halofit, Takahashi et al. 2012), `sigma_r`.
 - **Mesh**: `Domain`, `fft`, `ifft`, `wavevectors`, `wavenumbers`, the Fourier kernels,
-  `white_noise`, `linear_field`, `paint`, `read`, `stray_particles`, `pm_forces`, `power_spectrum`,
+  `white_noise`, `linear_field`, `paint`, `read`, `paint_grid`/`read_grid` (2-D or 3-D grids,
+  periodic or not), `stray_particles`, `pm_forces`, `power_spectrum`,
   `cross_correlation`.
 - **Configuration**: `ForceConfig` (kernel, Laplacian, mass assignment), the gradient methods
   `Adjoint`, `Checkpointed`, `Direct`.
@@ -41,6 +42,7 @@ from jpm_core._src.domain import Domain
 from jpm_core._src.fft import fft, ifft, wavenumbers, wavevectors
 from jpm_core._src.fields import linear_field, linear_field_from_noise, white_noise
 from jpm_core._src.forces import PotentialFilter, pm_forces, potential_k
+from jpm_core._src.grid import paint_grid, read_grid
 from jpm_core._src.io import SnapshotFile, load_snapshots, save_snapshots
 from jpm_core._src.kernels import (
     gaussian_filter_kernel,
@@ -105,11 +107,13 @@ __all__ = [
     "nbody_vector_field",
     "nonlinear_power",
     "paint",
+    "paint_grid",
     "pm_forces",
     "poison",
     "potential_k",
     "power_spectrum",
     "read",
+    "read_grid",
     "rescale_state",
     "save_snapshots",
     "scale_factor_of_chi",

@@ -13,6 +13,7 @@ from jpm_core import (
     linear_power,
     nonlinear_power,
     paint,
+    paint_grid,
     read,
     scale_factor_of_chi,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "linear_power",
     "nonlinear_power",
     "paint",
+    "paint_grid",
     "read",
     "scale_factor_of_chi",
 ]

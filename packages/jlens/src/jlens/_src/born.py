@@ -55,6 +55,7 @@ from jlens._src._jpm_core_api import (
     check_cosmology,
     comoving_distance,
     paint,
+    paint_grid,
     read,
     scale_factor_of_chi,
 )
@@ -434,30 +435,14 @@ def _compensate_cic(field: jax.Array, mesh_shape: Sequence[int], axes: jax.Array
 
 
 def _paint_cic(weights: jax.Array, tx: jax.Array, ty: jax.Array, geometry: FlatSky) -> jax.Array:
-    """Bilinear deposit of `weights` (n, p) at angles (tx, ty) (radians from the centre) on the
-    non-periodic map; deposits that fall off the map are dropped."""
+    """Bilinear (CIC) deposit of `weights` (n, p) at angles (tx, ty) (radians from the centre)
+    on the non-periodic map (`jpm_core.paint_grid`: deposits off the map are dropped); pixel
+    `(j, i)` (y, x) is centred on the node `(j, i)`."""
     n = geometry.npix
     u = tx / geometry.pixel_rad + n / 2 - 0.5
     v = ty / geometry.pixel_rad + n / 2 - 0.5
-    i0 = jnp.floor(u)
-    j0 = jnp.floor(v)
-    fu, fv = u - i0, v - j0
-    i0 = i0.astype(jnp.int32)
-    j0 = j0.astype(jnp.int32)
-    out = jnp.zeros((weights.shape[0], n, n), weights.dtype)
-    for di, wu in ((0, 1 - fu), (1, fu)):
-        for dj, wv in ((0, 1 - fv), (1, fv)):
-            i, j = i0 + di, j0 + dj
-            ok = (i >= 0) & (i < n) & (j >= 0) & (j < n)
-            flat = jnp.where(ok, j * n + i, n * n)  # out of range: dropped
-            w = weights * (wu * wv)[None, :]
-            out = (
-                out.reshape(weights.shape[0], n * n)
-                .at[:, flat]
-                .add(w, mode="drop")
-                .reshape(weights.shape[0], n, n)
-            )
-    return out
+    positions = jnp.stack([v, u], axis=-1)
+    return jax.vmap(lambda w: paint_grid(positions, (n, n), w, "cic", periodic=False))(weights)
 
 
 def _parse_sources(sources: Any) -> tuple[str, tuple]:
