@@ -76,20 +76,24 @@ def errors(samples, mean, sd, lam, vec, num_top=20):
     return mean_error, floor, chi2, ratios
 
 
-def run(method, power, variance, y, num_chains, num_steps, step_size, seed=0):
+def run(
+    method, power, variance, y, num_chains, num_steps, step_size, sigma_init=0.5, mass_factor=1.0,
+    seed=0,
+):  # fmt: skip
     shape = y.shape
     prior = jscore.GaussianFieldPrior(jnp.asarray(power, jnp.float32), shape)
     op = jscore.IdentityOperator(shape)
     noise = jscore.DiagonalNoise(jnp.asarray(variance, jnp.float32))
     if method == "identity":  # the README's settings
-        annealing = jscore.AnnealingConfig(0.5, 0.01, 0.98, num_steps=num_steps)
+        annealing = jscore.AnnealingConfig(sigma_init, 0.01, 0.98, num_steps=num_steps)
         hmc = jscore.HMCConfig(step_size=0.1, step_size_exponent=0.5)
         preconditioner = None
     else:
-        annealing = jscore.AnnealingConfig(0.5, 0.01, 0.98, num_steps=num_steps)
+        annealing = jscore.AnnealingConfig(sigma_init, 0.01, 0.98, num_steps=num_steps)
         hmc = jscore.HMCConfig(step_size=step_size, step_size_exponent=0.0)
         precision = float(noise.total_precision()) / y.size
-        preconditioner = jscore.FourierPreconditioner(prior.power, shape, precision)
+        # a misspecified mass (mass_factor != 1) stands for the measured spectrum of a learned prior
+        preconditioner = jscore.FourierPreconditioner(mass_factor * prior.power, shape, precision)
 
     @jax.jit
     def sample(key, y):
@@ -112,6 +116,10 @@ def main():
     parser.add_argument("--methods", nargs="+", default=["identity", "preconditioned"])
     parser.add_argument("--num-steps", type=int, default=300)
     parser.add_argument("--step-size", type=float, default=0.25, help="preconditioned step size")
+    parser.add_argument("--sigma-init", type=float, default=0.5)
+    parser.add_argument(
+        "--mass-factor", type=float, default=1.0, help="preconditioner power / prior power"
+    )
     args = parser.parse_args()
     power, variance, y, mask = problem(args.size)
     start = time.perf_counter()
@@ -126,8 +134,9 @@ def main():
     for method in args.methods:
         for n in args.chains:
             samples, acc, seconds = run(
-                method, power, variance, y, n, args.num_steps, args.step_size
-            )
+                method, power, variance, y, n, args.num_steps, args.step_size, args.sigma_init,
+                args.mass_factor,
+            )  # fmt: skip
             mean_error, floor, chi2, ratios = errors(samples, mean, sd, lam, vec)
             print(
                 f"| {method} | {n} | {mean_error:.3f} / {floor:.3f} = {mean_error / floor:.2f} | "
