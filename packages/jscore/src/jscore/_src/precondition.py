@@ -7,10 +7,11 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
-from ._checks import check_field_shape, check_power_map, check_scalar
-from ._fourier import apply_fourier_multiplier
+from ._checks import check_field_shape, check_power_map, check_scalar, concrete
+from ._fourier import apply_fourier_multiplier, rfft_shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +26,10 @@ class FourierPreconditioner:
     the spectrum of the training maps of a learned prior) and `precision` the likelihood's mean
     precision per field pixel, `trace(A^T Sigma^-1 A) / x.size`: for `IdentityOperator`,
     `MaskOperator` and `ShearOperator` (`A^T A = I`) that is `noise.total_precision() / y.size`
-    (masked pixels counting zero); `0` gives a mass from the prior alone. The leapfrog step size of `HMCConfig` is then in
+    (masked pixels counting zero); `0` gives a mass from the prior alone. It may also be a map on the
+    half-complex grid, the likelihood's precision per Fourier mode, for operators that do not see
+    every mode: for `ShearOperator`, `noise.total_precision() / y.size * (D_1^2 + D_2^2)` from
+    `jscore.shear_multipliers` (zero on the mean, which shear does not constrain). The leapfrog step size of `HMCConfig` is then in
     units of these scales (a step of 0.3-1 instead of a fraction of the smallest posterior standard
     deviation), so every Fourier mode moves at the same rate: with the identity mass the
     large-scale modes of red spectra (and the modes under masks, whose variance is the prior's) barely
@@ -40,7 +44,8 @@ class FourierPreconditioner:
     - `power`: power map on the half-complex grid, shape `shape[:-1] + (shape[-1] // 2 + 1,)`;
       positive, finite and symmetric.
     - `shape`: shape of one field (static).
-    - `precision`: the likelihood's mean precision per pixel, `>= 0`.
+    - `precision`: the likelihood's mean precision per pixel, `>= 0`: a scalar, or a map on the
+      half-complex grid (per Fourier mode).
     """
 
     power: Array
@@ -49,7 +54,16 @@ class FourierPreconditioner:
 
     def __post_init__(self):
         check_power_map("FourierPreconditioner", self.power, self.shape)
-        check_scalar("FourierPreconditioner.precision", self.precision, low=0.0, low_open=False)
+        value = concrete(self.precision)
+        if value is None or value.ndim == 0:
+            check_scalar("FourierPreconditioner.precision", self.precision, low=0.0, low_open=False)
+        elif value.shape != rfft_shape(self.shape):
+            raise ValueError(
+                "FourierPreconditioner.precision must be a scalar or a map on the half-complex grid "
+                f"{rfft_shape(self.shape)}, got shape {value.shape}"
+            )
+        elif not np.all(value >= 0) or not np.all(np.isfinite(value)):
+            raise ValueError("FourierPreconditioner.precision must be finite and >= 0")
 
     def variance(self, sigma: Array | float, dtype=None) -> Array:
         """`D_k(sigma)` on the half-complex grid: the inverse mass per Fourier mode."""
