@@ -24,16 +24,16 @@ class FourierPreconditioner:
 
     `power` is the prior's power map (per-mode variance, unitary FFT: `GaussianFieldPrior.power`, or
     the spectrum of the training maps of a learned prior) and `precision` the likelihood's mean
-    precision per field pixel, `trace(A^T Sigma^-1 A) / x.size`: for `IdentityOperator`,
-    `MaskOperator` and `ShearOperator` (`A^T A = I`) that is `noise.total_precision() / y.size`
-    (masked pixels counting zero); `0` gives a mass from the prior alone. It may also be a map on the
-    half-complex grid, the likelihood's precision per Fourier mode, for operators that do not see
-    every mode: for `ShearOperator`, `noise.total_precision() / y.size * (D_1^2 + D_2^2)` from
-    `jscore.shear_multipliers` (zero on the mean, which shear does not constrain). The leapfrog step size of `HMCConfig` is then in
-    units of these scales (a step of 0.3-1 instead of a fraction of the smallest posterior standard
-    deviation), so every Fourier mode moves at the same rate: with the identity mass the
-    large-scale modes of red spectra (and the modes under masks, whose variance is the prior's) barely
-    move in a run and keep the spread the chains started with.
+    precision per field pixel, `trace(A^T Sigma^-1 A) / x.size`: for `IdentityOperator` and
+    `MaskOperator` that is `noise.total_precision() / y.size` (masked pixels counting zero); `0` gives
+    a mass from the prior alone. It may also be a map on the half-complex grid, the likelihood's
+    precision per Fourier mode, for operators that do not see every mode: for `ShearOperator`,
+    `noise.total_precision() / y.size * (D_1^2 + D_2^2)` with `jscore.shear_multipliers` (zero on the
+    mean, which shear does not constrain). The leapfrog step size of `HMCConfig` is then in units
+    of these scales (0.25 in the README's measurements, instead of a fraction of the smallest
+    posterior standard deviation), so every Fourier mode moves at about the same rate: with the
+    identity mass the large-scale modes of red spectra (and the modes under masks, whose variance is
+    the prior's) barely move in a run and keep the spread the chains started with.
 
     With a preconditioner, `annealed_posterior_sample` also starts the chains from
     `init_position + D(sigma_init)^(1/2) z` instead of `init_position + sigma_init z`: the spread of
