@@ -32,6 +32,7 @@ from ._src.operators import (
     shear_multipliers,
 )
 from ._src.plot import plot_posterior, radial_power_spectrum
+from ._src.precondition import FourierPreconditioner
 from ._src.prior import GaussianFieldPrior
 from ._src.sampler import (
     AnnealedSampleInfo,
@@ -68,6 +69,7 @@ __all__ = [
     "DiagonalNoise",
     "FourierNoise",
     "FourierOperator",
+    "FourierPreconditioner",
     "GaussianFieldPrior",
     "HMCConfig",
     "HybridScore",

@@ -10,7 +10,7 @@ segment, by Simpson's rule (exact for Gaussian and quartic log densities). The l
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,14 @@ from ._checks import check_int
 
 ScoreFn = Callable[[Array, Array], Array]
 LogLikelihoodFn = Callable[[Array, Array], tuple[Array, Array]]
+
+
+class Preconditioner(Protocol):
+    """A mass matrix `M(sigma)` of the annealed HMC (see `jscore.FourierPreconditioner`)."""
+
+    def apply_inverse_mass(self, p: Array, sigma: Array) -> Array: ...
+
+    def apply_sqrt_mass(self, z: Array, sigma: Array) -> Array: ...
 
 
 class AnnealedHMCState(NamedTuple):
@@ -126,12 +134,13 @@ def annealed_hmc_step(
     num_quadrature_points: int = 3,
     sigma_decay: Array | float = 0.98,
     sigma_min: Array | float = 0.0,
+    preconditioner: Preconditioner | None = None,
 ) -> tuple[AnnealedHMCState, AnnealedHMCInfo]:
     """One HMC transition targeting `pi_sigma(x) ∝ p_sigma(x) L_sigma(x)` at the chain's `sigma`,
     then `sigma <- max(sigma_decay * sigma, sigma_min)` if the proposal was accepted.
 
-    Identity mass matrix, leapfrog integration, full momentum refresh. Pure: vmap it over chains
-    and scan it over steps.
+    Identity mass matrix (or the chain's `preconditioner` at its `sigma`), leapfrog integration,
+    full momentum refresh. Pure: vmap it over chains and scan it over steps.
 
     **Arguments:**
 
@@ -145,6 +154,9 @@ def annealed_hmc_step(
     - `num_quadrature_points`: nodes of the line integral (see `score_line_integral`; static).
     - `sigma_decay`: factor applied to `sigma` after an accepted move (1 for plain HMC at fixed sigma).
     - `sigma_min`: floor of `sigma`.
+    - `preconditioner`: `None` (identity mass) or a mass matrix with the methods
+      `apply_inverse_mass(p, sigma)` and `apply_sqrt_mass(z, sigma)` (e.g.
+      `jscore.FourierPreconditioner`), evaluated at the chain's `sigma` before the move.
 
     **Returns:**
 
@@ -161,12 +173,25 @@ def annealed_hmc_step(
         log_like, like_grad = log_likelihood_fn(x, sigma)
         return prior_score, log_like, prior_score + like_grad
 
+    if preconditioner is None:
+
+        def velocity(p):
+            return p
+
+        p0 = jax.random.normal(key_momentum, x0.shape, dtype)
+    else:
+
+        def velocity(p):
+            return preconditioner.apply_inverse_mass(p, sigma)
+
+        z = jax.random.normal(key_momentum, x0.shape, dtype)
+        p0 = preconditioner.apply_sqrt_mass(z, sigma)
+
     s0, log_l0, g0 = gradients(x0)
-    p0 = jax.random.normal(key_momentum, x0.shape, dtype)
 
     def leapfrog(i, carry):
         x, p, _, _, _ = carry
-        x = x + eps * p
+        x = x + eps * velocity(p)
         s, log_l, g = gradients(x)
         scale = jnp.where(i < num_integration_steps - 1, eps, 0.5 * eps)
         return x, p + scale * g, s, log_l, g
@@ -177,7 +202,11 @@ def annealed_hmc_step(
     delta_log_prior = score_line_integral(
         score_fn, x0, x1, sigma, num_points=num_quadrature_points, score0=s0, score1=s1
     )
-    log_ratio = delta_log_prior + (log_l1 - log_l0) - 0.5 * (jnp.vdot(p1, p1) - jnp.vdot(p0, p0))
+    if preconditioner is None:
+        kinetic = 0.5 * (jnp.vdot(p1, p1) - jnp.vdot(p0, p0))
+    else:
+        kinetic = 0.5 * (jnp.vdot(p1, velocity(p1)) - jnp.vdot(z, z))
+    log_ratio = delta_log_prior + (log_l1 - log_l0) - kinetic
     log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
     log_u = jnp.log(jax.random.uniform(key_accept, (), dtype))
     accepted = log_u < log_ratio
