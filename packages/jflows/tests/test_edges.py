@@ -11,9 +11,7 @@ from jflows import ConditionalFlow, RampMixture, SigmoidMixture
 
 SCALES = [0.1, 0.3, 1.0, 3.0]
 # the default suite runs the extreme init scales; the middle ones run with `nox -s slow`
-SCALE_PARAMS = [
-    s if s in (0.1, 3.0) else pytest.param(s, marks=pytest.mark.slow) for s in SCALES
-]
+SCALE_PARAMS = [s if s in (0.1, 3.0) else pytest.param(s, marks=pytest.mark.slow) for s in SCALES]
 SEEDS = [0, 1, 2]
 EDGES = [0.0, 1e-9, 1e-7, 3e-7, 1e-6, 1.0 - 1e-6, 1.0 - 3e-7, 1.0 - 1e-7, 1.0]
 FAMILIES = [
