@@ -26,6 +26,7 @@ __all__ = [
     "check_scale_factor",
     "check_scheme",
     "check_shape",
+    "check_weights",
     "float_dtype",
     "is_concrete",
 ]
@@ -76,6 +77,22 @@ def check_positions(name: str, positions: ArrayLike) -> Array:
     if not jnp.issubdtype(positions.dtype, jnp.floating):
         positions = positions.astype(float_dtype())
     return positions
+
+
+def check_weights(name: str, weights: ArrayLike | None, positions: Array) -> Array:
+    """Particle weights of shape `positions.shape[:-1]`: default 1, a scalar is broadcast."""
+    lead = positions.shape[:-1]
+    if weights is None:
+        return jnp.ones(lead, dtype=positions.dtype)
+    weights = jnp.asarray(weights)
+    if weights.ndim == 0:
+        return jnp.broadcast_to(weights, lead)
+    if weights.shape != lead:
+        raise ValueError(
+            f"{name} must be a scalar or have shape positions.shape[:-1] = {lead}, "
+            f"got {tuple(weights.shape)}"
+        )
+    return weights
 
 
 def check_scheme(name: str, scheme: object) -> int:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
-from jpm_core._src._checks import check_scheme
+from jpm_core._src._checks import check_scheme, check_weights
 from jpm_core._src.config import Scheme
 from jpm_core._src.stencil import paint_flat, read_flat
 
@@ -89,17 +89,7 @@ def paint_grid(
     """
     order = check_scheme("scheme", scheme)
     positions, shape = _check("positions", positions, shape)
-    lead = positions.shape[:-1]
-    if weights is None:
-        weights = jnp.ones(lead, positions.dtype)
-    weights = jnp.asarray(weights)
-    if weights.ndim == 0:
-        weights = jnp.broadcast_to(weights, lead)
-    elif weights.shape != lead:
-        raise ValueError(
-            f"weights must be a scalar or have shape positions.shape[:-1] = {lead}, "
-            f"got {tuple(weights.shape)}"
-        )
+    weights = check_weights("weights", weights, positions)
     flat, w, work = _prepare(positions, weights.astype(positions.dtype), shape, periodic)
     flat, work3 = _embed(flat, work, order)
     out = paint_flat(flat, w, work3, order)

@@ -26,7 +26,13 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
-from jpm_core._src._checks import check_domain, check_positions, check_scheme, check_shape
+from jpm_core._src._checks import (
+    check_domain,
+    check_positions,
+    check_scheme,
+    check_shape,
+    check_weights,
+)
 from jpm_core._src.config import Scheme
 from jpm_core._src.domain import Domain
 from jpm_core._src.fft import wavevectors
@@ -112,18 +118,7 @@ def paint(
     check_domain("domain", domain)
     order = check_scheme("scheme", scheme)
     positions = check_positions("positions", positions)
-    lead = positions.shape[:-1]
-    if weights is None:
-        weights = jnp.ones(lead, dtype=positions.dtype)
-    else:
-        weights = jnp.asarray(weights)
-        if weights.ndim == 0:
-            weights = jnp.broadcast_to(weights, lead)
-        elif weights.shape != lead:
-            raise ValueError(
-                f"weights must be a scalar or have shape positions.shape[:-1] = {lead}, "
-                f"got {tuple(weights.shape)}"
-            )
+    weights = check_weights("weights", weights, positions)
     if domain.is_distributed:
         _check_distributed(positions.shape, domain)
         _check_no_strays(positions, domain, order, "paint")
