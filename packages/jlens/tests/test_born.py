@@ -126,8 +126,8 @@ def test_crossing_interpolation_converges_faster_than_end_of_step_positions(meth
 @pytest.mark.parametrize(
     ("crossing", "replicated"),
     [
-        ("interpolate", True),
-        pytest.param("interpolate", False, marks=pytest.mark.slow),
+        pytest.param("interpolate", True, marks=pytest.mark.slow),
+        ("interpolate", False),
         pytest.param("end", False, marks=pytest.mark.slow),
     ],
 )

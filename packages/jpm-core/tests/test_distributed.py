@@ -122,8 +122,12 @@ def _assert_same_run(got, ref):
     assert np.abs(ref[1] - ref[0]).max() > 0.3
 
 
-# jaxdecomp's backend on every layout is `slow`; the default suite runs it on (2, 4)
-_GRID_BACKENDS = [(grid, "rfft") for grid in GRIDS] + [
+# jaxdecomp's backend on every layout is `slow`; the default suite runs it on (2, 4), and the
+# default rfft backend on the two layouts with a split in both axes ((1, 8) and (8, 1) in `slow`)
+_GRID_BACKENDS = [
+    (grid, "rfft") if 1 not in grid else pytest.param(grid, "rfft", marks=pytest.mark.slow)
+    for grid in GRIDS
+] + [
     (grid, "jax") if grid == (2, 4) else pytest.param(grid, "jax", marks=pytest.mark.slow)
     for grid in GRIDS
 ]

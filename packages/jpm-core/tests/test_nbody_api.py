@@ -81,7 +81,11 @@ def test_configuration_objects_are_frozen_hashable_and_validated():
 
 # ---------------------------------------------------------------------- filter_params gradients
 @pytest.mark.x64
-@pytest.mark.parametrize("gradient", [jc.Adjoint(), jc.Direct()], ids=["adjoint", "direct"])
+@pytest.mark.parametrize(
+    "gradient",
+    [jc.Adjoint(), pytest.param(jc.Direct(), marks=pytest.mark.slow)],
+    ids=["adjoint", "direct"],
+)
 def test_gradient_wrt_filter_params_through_nbody_matches_finite_differences(gradient):
     loss = jax.jit(_loss(gradient, _state()))
     modes = ("rev",) if isinstance(gradient, jc.Adjoint) else ("fwd", "rev")
@@ -101,7 +105,9 @@ def test_adjoint_and_direct_agree_on_the_filter_params_gradient():
 
 
 @pytest.mark.x64
-@pytest.mark.parametrize("adjoint", ["backsolve", "recursive"])
+@pytest.mark.parametrize(
+    "adjoint", [pytest.param("backsolve", marks=pytest.mark.slow), "recursive"]
+)
 def test_vector_field_differentiates_filter_params_through_diffrax_args(adjoint):
     diffrax = pytest.importorskip("diffrax")
     state = _state(2)
