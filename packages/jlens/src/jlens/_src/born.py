@@ -334,8 +334,9 @@ class BornLightcone:
             inside = (d1 >= chi_lo) & (d1 < chi_hi)
             x_box = x1
         else:
-            c0 = jnp.mod(x0 @ perm.T + shift[None, :], box[None, :])
-            step = c1 - x0 @ perm.T  # unwrapped positions: the step's true displacement
+            p0 = x0 @ perm.T
+            c0 = jnp.mod(p0 + shift[None, :], box[None, :])
+            step = c1 - p0  # unwrapped positions: the step's true displacement
             d0 = c0[:, 2] + offset
             dz = step[:, 2]
             inside = (d0 <= chi_hi) & (d0 + dz > chi_lo)
