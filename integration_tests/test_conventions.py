@@ -112,6 +112,7 @@ def _tiny_models():
     from flax import nnx
 
     import jflows
+    import jinfer
     import jpm_hybrid
     import jscore
     import jso3
@@ -134,6 +135,11 @@ def _tiny_models():
             jpm_hybrid.FilterConfig(n_knots=4, width=4), rngs=nnx.Rngs(0)
         ),
         "hybrid_truth": _tiny_truth(),
+        "compressor": jinfer.MapCompressor(1, 2, rngs=nnx.Rngs(0), widths=(4,), hidden=4),
+        "compressor_data": (
+            rng.normal(size=(32, 2)).astype(np.float32),
+            rng.normal(size=(32, 1, 4, 4)).astype(np.float32),
+        ),
     }
 
 
@@ -189,6 +195,16 @@ def _train_hybrid(key, m, **kw):
     )
 
 
+def _train_compressor(key, m, **kw):
+    import jinfer
+
+    theta, maps = m["compressor_data"]
+    return jinfer.train_compressor(
+        key, m["compressor"], theta, maps, loss="mse", batch_size=16, max_epochs=2,
+        progress=False, **kw,
+    )  # fmt: skip
+
+
 def _train_jso3(key, m, **kw):
     import jso3
 
@@ -237,6 +253,31 @@ def _write_spline_filter(path, m):
     jpm_hybrid.save_filter(path, m["spline_filter"])
 
 
+def _tiny_nuts_model(y):
+    import numpyro
+    import numpyro.distributions as dist
+
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def _sample_posterior(path, m):
+    import jax
+
+    import jinfer
+
+    return jinfer.sample_posterior(
+        jax.random.key(0), _tiny_nuts_model, 0.5, num_chains=2, num_warmup=4, num_samples=4,
+        checkpoint=path, progress=False,
+    )  # fmt: skip
+
+
+def _write_compressor(path, m):
+    import jinfer
+
+    jinfer.save_compressor(path, m["compressor"])
+
+
 def _key():
     import jax
 
@@ -268,6 +309,13 @@ WRITERS = {
         lambda p, m: _train_hybrid(_key(), m, checkpoint=p),
         "jpm-hybrid",
         "jpm_hybrid.train_hybrid",
+    ),
+    # (train_compressor's checkpoint= is jflows.train's, listed above)
+    "jinfer.save_compressor": (_write_compressor, "jinfer", "jinfer.compressor"),
+    "jinfer.sample_posterior(checkpoint=)": (
+        _sample_posterior,
+        "jinfer",
+        "jinfer.sample_posterior",
     ),
 }
 MODULE_OF = {"jpm-hybrid": "jpm_hybrid"}  # distribution name -> import name, where they differ
@@ -305,6 +353,12 @@ def _read_spline_filter(path, m):
     return jpm_hybrid.load_filter(path, m["spline_filter"])
 
 
+def _read_compressor(path, m):
+    import jinfer
+
+    return jinfer.load_compressor(path, m["compressor"])
+
+
 # reader name -> (read(path, models), the writer whose files it reads)
 READERS = {
     "jflows.read_checkpoint": (_read_generic, "jflows.write_checkpoint"),
@@ -327,6 +381,11 @@ READERS = {
     "jpm_hybrid.train_hybrid(checkpoint=)": (
         lambda p, m: _train_hybrid(_key(), m, checkpoint=p),
         "jpm_hybrid.train_hybrid(checkpoint=)",
+    ),
+    "jinfer.load_compressor": (_read_compressor, "jinfer.save_compressor"),
+    "jinfer.sample_posterior(checkpoint=)": (
+        _sample_posterior,
+        "jinfer.sample_posterior(checkpoint=)",
     ),
 }
 
@@ -423,6 +482,7 @@ TRAINERS = {
     "jscore.train_dsm": (_train_jscore, "score_mlp"),
     "jso3.train_dsm": (_train_jso3, "so3_net"),
     "jpm_hybrid.train_hybrid": (_train_hybrid, "spline_filter"),
+    "jinfer.train_compressor": (_train_compressor, "compressor"),
 }
 
 

@@ -294,6 +294,61 @@ def test_train_accepts_any_model_and_loss():
     assert hist["val_loss"].size == 0
 
 
+def test_a_stochastic_loss_gets_a_fresh_key_per_step_and_none_for_validation():
+    # y = w x with the inputs jittered by key-drawn noise of std 0.5 (noise on the input, an
+    # errors-in-variables augmentation): least squares on jittered inputs shrinks w towards
+    # w_true var(x) / (var(x) + 0.25), a fixed key per row would not (it would fit the row's jitter)
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(400, 1)), jnp.float32)
+    y = 2.0 * x[:, 0]
+    seen = []
+
+    def loss_fn(model, batch, key):
+        seen.append(key is None)
+        inputs = (
+            batch["x"]
+            if key is None
+            else batch["x"] + 0.5 * jax.random.normal(key, batch["x"].shape)
+        )
+        return jnp.mean((model(inputs)[:, 0] - batch["y"]) ** 2)
+
+    def run(seed, **kw):
+        model = nnx.Linear(1, 1, use_bias=False, rngs=nnx.Rngs(0))
+        kw = {"validation_fraction": 0.0, **kw}
+        schedule = optax.cosine_decay_schedule(3e-2, 60 * 10)  # 10 steps of 40 rows per epoch
+        return train(jax.random.key(seed), model, loss_fn, {"x": x, "y": y}, learning_rate=schedule,
+                     batch_size=40, max_epochs=60, patience=100, progress=False,
+                     loss_takes_key=True, **kw)  # fmt: skip
+
+    trained, hist = run(0)
+    var = float(np.var(np.asarray(x)))
+    np.testing.assert_allclose(
+        float(trained.kernel[...][0, 0]), 2.0 * var / (var + 0.25), rtol=0.03
+    )
+    assert seen
+    assert not any(seen)  # traced with a key only (no validation split)
+    first = len(seen)
+    # with a validation split: its loss is the noiseless one (the returned model is the best epoch's)
+    validated, val_hist = run(0, validation_fraction=0.2)
+    assert set(seen[first:]) == {False, True}  # the steps with a key, the validation with None
+    xv, yv = np.asarray(x)[val_hist["val_indices"], 0], np.asarray(y)[val_hist["val_indices"]]
+    w = float(validated.kernel[...][0, 0])
+    assert val_hist["best_val_loss"] == pytest.approx(np.mean((w * xv - yv) ** 2), rel=1e-4)
+    again, _ = run(0)
+    np.testing.assert_array_equal(trained.kernel[...], again.kernel[...])
+    # one compiled call per step instead of one scan per epoch: the same random streams
+    looped, looped_hist = run(0, step_loop="python")
+    np.testing.assert_allclose(looped.kernel[...], trained.kernel[...], rtol=1e-5)
+    np.testing.assert_allclose(looped_hist["loss"], hist["loss"], rtol=1e-5)
+    other, _ = run(1)
+    assert float(other.kernel[...][0, 0]) != float(trained.kernel[...][0, 0])
+    with pytest.raises(ValueError, match="step_loop"):
+        run(0, step_loop="while")
+    with pytest.raises(TypeError, match="loss_takes_key"):
+        train(jax.random.key(0), nnx.Linear(1, 1, rngs=nnx.Rngs(0)), loss_fn, {"x": x, "y": y},
+              loss_takes_key=1)  # fmt: skip
+
+
 def test_checkpoint_resumes_bit_for_bit(tmp_path, monkeypatch):
     import jflows._src.train as train_module
 

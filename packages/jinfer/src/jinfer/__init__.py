@@ -1,5 +1,14 @@
 """`jinfer`: see the package README for what it offers."""
 
+from jinfer._src.compression import (
+    VMIM,
+    MapCompressor,
+    augment_maps,
+    compression_loss,
+    load_compressor,
+    save_compressor,
+    train_compressor,
+)
 from jinfer._src.fisher import (
     conditional_errors,
     fisher_ellipse,
@@ -8,15 +17,26 @@ from jinfer._src.fisher import (
     marginal_errors,
     plot_fisher_ellipses,
 )
+from jinfer._src.hmc import PosteriorSamples, mcmc_diagnostics, sample_posterior
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "VMIM",
+    "MapCompressor",
+    "PosteriorSamples",
     "__version__",
+    "augment_maps",
+    "compression_loss",
     "conditional_errors",
     "fisher_ellipse",
     "fisher_from_log_likelihood",
     "gaussian_fisher",
+    "load_compressor",
     "marginal_errors",
+    "mcmc_diagnostics",
     "plot_fisher_ellipses",
+    "sample_posterior",
+    "save_compressor",
+    "train_compressor",
 ]

@@ -141,6 +141,8 @@ def train(
     progress: bool = True,
     checkpoint=None,
     checkpoint_every: int = 1,
+    loss_takes_key: bool = False,
+    step_loop: str = "scan",
 ) -> tuple[nnx.Module, dict[str, np.ndarray]]:
     """Train any flax `nnx` model on a minimisation objective, by minibatch optax and early stopping.
 
@@ -179,6 +181,14 @@ def train(
     - `progress`: show a `rich` progress bar (epochs, losses, ETA) on stderr.
     - `checkpoint`: a file name for resumable training, or `None`.
     - `checkpoint_every`: epochs between two checkpoint writes.
+    - `loss_takes_key`: call `loss_fn(model, batch, key)` with a fresh `jax.random` key at every
+      training step (for a stochastic objective: data augmentation, noise injection), and with
+      `key=None` for the validation loss (which must then be deterministic). The step keys derive
+      from `key`, so the result stays reproducible and a resumed run stays bit-for-bit.
+    - `step_loop`: `"scan"` runs an epoch's minibatch steps as one compiled `lax.scan` (the fastest
+      for small models such as flows); `"python"` compiles one step and calls it once per minibatch,
+      for models whose operations XLA runs slowly inside a loop (convolutions on CPU run about 10x
+      slower inside a `lax.scan` body). The same random streams in both.
 
     **Returns:**
 
@@ -190,6 +200,10 @@ def train(
         raise TypeError(f"model must be a flax nnx.Module, got {type(model).__name__}")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
+    if not isinstance(loss_takes_key, bool):
+        raise TypeError(f"loss_takes_key must be True or False, got {loss_takes_key!r}")
+    if step_loop not in ("scan", "python"):
+        raise ValueError(f"step_loop must be 'scan' or 'python', got {step_loop!r}")
     leaves = jax.tree.leaves(data)
     if not leaves:
         raise ValueError("data holds no arrays")
@@ -237,25 +251,56 @@ def train(
     tx = optimizer if optimizer is not None else optax.adam(learning_rate)
     opt_state = tx.init(params)
 
-    def loss_of(params, batch):
-        return loss_fn(nnx.merge(graphdef, params, rest, copy=True), batch)
+    def loss_of(params, batch, step_key=None):
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        return loss_fn(model, batch, step_key) if loss_takes_key else loss_fn(model, batch)
 
-    @jax.jit
-    def epoch(params, opt_state, key, data_tr, data_va):
-        # one compiled call per epoch: the shuffled minibatch steps, then the validation loss
-        # (the data are arguments, not constants baked into the program)
+    def plan(key):  # an epoch's minibatch rows and step keys
+        if loss_takes_key:  # (the key-free path draws exactly what it drew before this option)
+            key, steps_key = jax.random.split(key)
+            step_keys = jax.random.split(steps_key, steps)
+        else:
+            step_keys = None
         order = jax.random.permutation(key, n_train)[: steps * batch_size].reshape(steps, -1)
+        return order, step_keys
 
-        def step(carry, idx):
-            params, opt_state = carry
-            batch = jax.tree.map(lambda a: a[idx], data_tr)
-            loss, grads = jax.value_and_grad(loss_of)(params, batch)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
+    def step(carry, xs, data_tr):
+        params, opt_state = carry
+        idx, step_key = xs
+        batch = jax.tree.map(lambda a: a[idx], data_tr)
+        loss, grads = jax.value_and_grad(loss_of)(params, batch, step_key)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
 
-        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), order)
-        val = loss_of(params, data_va) if n_val else jnp.zeros((), losses.dtype)
-        return params, opt_state, losses, val
+    def validation(params, data_va, dtype):
+        return loss_of(params, data_va) if n_val else jnp.zeros((), dtype)
+
+    if step_loop == "scan":
+
+        @jax.jit
+        def epoch(params, opt_state, key, data_tr, data_va):
+            # one compiled call per epoch: the shuffled minibatch steps, then the validation loss
+            # (the data are arguments, not constants baked into the program)
+            xs = plan(key)
+            (params, opt_state), losses = jax.lax.scan(
+                lambda c, x: step(c, x, data_tr), (params, opt_state), xs
+            )
+            return params, opt_state, losses, validation(params, data_va, losses.dtype)
+
+    else:
+        jit_plan, jit_step = jax.jit(plan), jax.jit(step)
+        jit_validation = jax.jit(validation, static_argnums=2)
+
+        def epoch(params, opt_state, key, data_tr, data_va):
+            order, step_keys = jit_plan(key)
+            carry, losses = (params, opt_state), []
+            for i in range(steps):
+                carry, loss = jit_step(
+                    carry, (order[i], None if step_keys is None else step_keys[i]), data_tr
+                )
+                losses.append(loss)
+            losses = jnp.stack(losses)
+            return *carry, losses, jit_validation(carry[0], data_va, losses.dtype)
 
     history = {"loss": [], "val_loss": []}
     best_params, best_val, best_epoch, waited, start = params, math.inf, 0, 0, 0
@@ -274,6 +319,10 @@ def train(
             "optimizer": repr(optimizer),
             "model": type(model).__qualname__,
         }
+        if loss_takes_key:  # (absent otherwise: older checkpoints keep their fingerprint)
+            settings["loss_takes_key"] = True
+        if step_loop != "scan":
+            settings["step_loop"] = step_loop
         fingerprint = _fingerprint((data, jax.random.key_data(key)), settings)
         state_tree = {"params": params, "opt_state": opt_state, "best": best_params, "key": key}
         if path.exists():
