@@ -1,5 +1,6 @@
 """`jinfer`: see the package README for what it offers."""
 
+from jinfer._src.campaign import load_campaign, run_campaign
 from jinfer._src.compression import (
     VMIM,
     MapCompressor,
@@ -32,10 +33,12 @@ __all__ = [
     "fisher_ellipse",
     "fisher_from_log_likelihood",
     "gaussian_fisher",
+    "load_campaign",
     "load_compressor",
     "marginal_errors",
     "mcmc_diagnostics",
     "plot_fisher_ellipses",
+    "run_campaign",
     "sample_posterior",
     "save_compressor",
     "train_compressor",
