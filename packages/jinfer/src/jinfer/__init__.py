@@ -10,6 +10,7 @@ from jinfer._src.compression import (
     save_compressor,
     train_compressor,
 )
+from jinfer._src.density import nle_model
 from jinfer._src.fisher import (
     conditional_errors,
     fisher_ellipse,
@@ -37,6 +38,7 @@ __all__ = [
     "load_compressor",
     "marginal_errors",
     "mcmc_diagnostics",
+    "nle_model",
     "plot_fisher_ellipses",
     "run_campaign",
     "sample_posterior",
