@@ -20,12 +20,14 @@ from jinfer._src.fisher import (
     plot_fisher_ellipses,
 )
 from jinfer._src.hmc import PosteriorSamples, mcmc_diagnostics, sample_posterior
+from jinfer._src.mass_map import MassMap, mass_map
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VMIM",
     "MapCompressor",
+    "MassMap",
     "PosteriorSamples",
     "__version__",
     "augment_maps",
@@ -37,6 +39,7 @@ __all__ = [
     "load_campaign",
     "load_compressor",
     "marginal_errors",
+    "mass_map",
     "mcmc_diagnostics",
     "nle_model",
     "plot_fisher_ellipses",
