@@ -108,6 +108,15 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["chains.msgpack"]
 
 
+def test_the_run_fingerprint_ignores_memory_addresses():
+    import jinfer._src.hmc as hmc
+
+    settings = {"num_chains": 2}
+    one, other = object(), object()  # same repr up to the address, as in another process
+    assert hmc._digest((Y, one), {}, settings) == hmc._digest((Y, other), {}, settings)
+    assert hmc._digest((Y,), {}, settings) != hmc._digest((Y + 1,), {}, settings)
+
+
 def test_diagnostics_flag_chains_that_disagree():
     rng = np.random.default_rng(3)
     good = rng.normal(size=(4, 500))
