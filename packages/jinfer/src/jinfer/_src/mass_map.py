@@ -78,6 +78,7 @@ def mass_map(
     annealing: jscore.AnnealingConfig | None = None,
     hmc: jscore.HMCConfig | None = None,
     ode: jscore.ODEConfig | None = None,
+    progress: bool = True,
 ) -> MassMap:
     """Posterior convergence maps from a shear map: annealed HMC with a score prior, and the Wiener filter.
 
@@ -99,6 +100,8 @@ def mass_map(
     - `num_chains`: posterior samples (independent chains).
     - `annealing`, `hmc`, `ode`: jscore's configurations (defaults: 400 steps from `sigma = 0.5`
       to `0.01` with preconditioned steps of 0.25, jscore's measured settings).
+    - `progress`: show a progress bar (rich, on stderr) over the annealing steps, with the chains'
+      median `sigma` and their acceptance so far.
 
     **Returns:**
 
@@ -133,10 +136,24 @@ def mass_map(
     annealing = annealing or jscore.AnnealingConfig(sigma_init=0.5, sigma_min=0.01, num_steps=400)
     hmc = hmc or jscore.HMCConfig(step_size=0.25, step_size_exponent=0.0)
     ode = ode or jscore.ODEConfig()
-    samples, info = jscore.annealed_posterior_sample(
-        key, score_fn, operator.forward, operator.adjoint, noise, shear, num_chains=num_chains,
-        annealing=annealing, hmc=hmc, ode=ode, preconditioner=preconditioner,
-    )  # fmt: skip
+    from jflows import progress_bar
+
+    with progress_bar(
+        "jinfer.mass_map", annealing.num_steps, enabled=progress, fields=("sigma", "accept")
+    ) as bar:
+
+        def report(step, sigma, accepted):
+            step = int(step)
+            bar.update(
+                step, sigma=float(np.median(sigma)), accept=float(np.mean(accepted)) / max(step, 1)
+            )
+
+        samples, info = jscore.annealed_posterior_sample(
+            key, score_fn, operator.forward, operator.adjoint, noise, shear, num_chains=num_chains,
+            annealing=annealing, hmc=hmc, ode=ode, preconditioner=preconditioner,
+            progress_fn=report if progress else None,
+            progress_every=max(1, annealing.num_steps // 50),
+        )  # fmt: skip
     wiener = None
     if wiener_prior is not None:
         wiener, _ = jscore.wiener_filter_cg(
