@@ -21,6 +21,7 @@ from jinfer._src.fisher import (
 )
 from jinfer._src.hmc import PosteriorSamples, mcmc_diagnostics, sample_posterior
 from jinfer._src.mass_map import MassMap, mass_map
+from jinfer._src.plots import plot_corner
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,7 @@ __all__ = [
     "mass_map",
     "mcmc_diagnostics",
     "nle_model",
+    "plot_corner",
     "plot_fisher_ellipses",
     "run_campaign",
     "sample_posterior",
