@@ -227,10 +227,15 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job, end to end on CPU with defaults: runs demo/run_demo.py (see its docstring)."""
+    """The main job on CPU with defaults: `jinfer-demo` (explicit vs implicit inference, report in
+    demo/output/inference/report.html), then demo/run_demo.py (the PM and score-prior tour).
+
+    Arguments after `--` go to `jinfer-demo` (e.g. `nox -s demo -- --npix 64 --simulations 2000`).
+    """
     _install_for(session, PACKAGES, extra=["matplotlib>=3.8"])
     out = ROOT / "demo" / "output"
-    session.run("python", "demo/run_demo.py", "--out", str(out), *session.posargs)
+    session.run("jinfer-demo", "--out", str(out / "inference"), *session.posargs)
+    session.run("python", "demo/run_demo.py", "--out", str(out / "pm_score"))
 
 
 @nox.session

@@ -1,8 +1,8 @@
-"""End-to-end demo of the federation on the CPU, with defaults that need no data download.
+"""A tour of the bottom layers on the CPU (PM N-body, then a score-prior reconstruction).
 
-Run it with `python -m nox -s demo` (which installs the packages from their wheels) or, in the
-development environment, `python demo/run_demo.py --out demo/output`. It composes the deepest pipeline
-the federation offers today and grows as the packages do (jinfer will own it):
+The main job is jinfer's `jinfer-demo` (explicit vs implicit inference on a log-normal lensing map,
+with an HTML report); `python -m nox -s demo` runs it first and this tour second. Run the tour alone
+in the development environment with `python demo/run_demo.py --out demo/output/pm_score`:
 
 1. **jpm-core**: a Planck 2018 cosmology, a Gaussian linear density field, 2LPT initial conditions at
    a = 0.1, a FastPM kick-drift-kick simulation to a = 1, and the measured matter power spectrum at
@@ -38,7 +38,7 @@ def log(message: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("demo/output"), help="output folder")
+    ap.add_argument("--out", type=Path, default=Path("demo/output/pm_score"), help="output folder")
     ap.add_argument("--mesh", type=int, default=32, help="particles and mesh cells per side")
     ap.add_argument("--box", type=float, default=128.0, help="box side in Mpc/h")
     ap.add_argument("--steps", type=int, default=10, help="PM steps from a=0.1 to a=1")

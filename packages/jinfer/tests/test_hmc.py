@@ -117,6 +117,31 @@ def test_the_run_fingerprint_ignores_memory_addresses():
     assert hmc._digest((Y,), {}, settings) != hmc._digest((Y + 1,), {}, settings)
 
 
+def test_the_run_fingerprint_of_numpyro_priors_is_the_same_in_every_process():
+    """numpyro distributions flatten in a hash-seeded order: the digest must not depend on it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpyro.distributions as d, jinfer._src.hmc as h;"
+        "p = {'a': d.Uniform(0.1, 0.5), 'b': d.Normal(0.0, 2.0)};"
+        "print(h._digest((), {'priors': p}, {}))"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+            env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout.strip()
+        for seed in range(6)
+    }  # fmt: skip
+    assert len(digests) == 1, digests
+    import jinfer._src.hmc as hmc
+
+    one = {"priors": {"a": dist.Uniform(0.1, 0.5)}}
+    other = {"priors": {"a": dist.Uniform(0.1, 0.6)}}
+    assert hmc._digest((), one, {}) != hmc._digest((), other, {})
+
+
 def test_diagnostics_flag_chains_that_disagree():
     rng = np.random.default_rng(3)
     good = rng.normal(size=(4, 500))

@@ -146,6 +146,8 @@ def test_shift_errors_and_traced_nan():
         jlens.LognormalConfig(n_ell=2)
     with pytest.raises(ValueError, match="variance"):
         jlens.LognormalConfig(variance="sample")
+    with pytest.raises(ValueError, match="n_z"):
+        jlens.LognormalConfig(n_z=4)
 
 
 @pytest.mark.x64

@@ -10,6 +10,7 @@ from jinfer._src.compression import (
     save_compressor,
     train_compressor,
 )
+from jinfer._src.demo import DemoConfig, demo_main, run_demo
 from jinfer._src.density import nle_model
 from jinfer._src.fisher import (
     conditional_errors,
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VMIM",
+    "DemoConfig",
     "MapCompressor",
     "MassMap",
     "PosteriorSamples",
@@ -34,6 +36,7 @@ __all__ = [
     "augment_maps",
     "compression_loss",
     "conditional_errors",
+    "demo_main",
     "fisher_ellipse",
     "fisher_from_log_likelihood",
     "gaussian_fisher",
@@ -46,6 +49,7 @@ __all__ = [
     "plot_corner",
     "plot_fisher_ellipses",
     "run_campaign",
+    "run_demo",
     "sample_posterior",
     "save_compressor",
     "train_compressor",

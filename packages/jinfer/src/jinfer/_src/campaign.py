@@ -134,7 +134,7 @@ def run_campaign(
     run = jax.jit(jax.vmap(simulate), in_shardings=sharding)
     todo = [c for c in range(n_chunks) if not (folder / _chunk_name(c)).exists()]
     with progress_bar(
-        "jinfer.run_campaign", n_chunks, enabled=progress, start=n_chunks - len(todo)
+        "jinfer.run_campaign", n_chunks, enabled=progress, start=n_chunks - len(todo), fields=()
     ) as bar:
         for done, c in enumerate(todo, start=n_chunks - len(todo) + 1):
             keys = jax.random.split(jax.random.fold_in(key, c), chunk_size)

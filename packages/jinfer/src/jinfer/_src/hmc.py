@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 
 from jflows import progress_bar, read_checkpoint, write_checkpoint
 
@@ -112,11 +113,25 @@ def _positive_int(name, value):
 
 def _digest(args, kwargs, settings) -> str:
     h = hashlib.sha256(repr(sorted(settings.items())).encode())
-    for leaf in jax.tree.leaves((args, kwargs)):
-        if isinstance(leaf, (np.ndarray, jax.Array, numbers.Number)):
-            a = np.asarray(leaf)
-            h.update(str((a.shape, a.dtype.str)).encode())
-            h.update(a.tobytes())
+
+    def update_array(leaf):
+        a = np.asarray(leaf)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+
+    # numpyro distributions flatten their parameters in an order that changes from one process to
+    # the next (hash-seeded): digest them by class and sorted parameter names instead
+    is_distribution = lambda x: isinstance(x, numpyro.distributions.Distribution)  # noqa: E731
+    for leaf in jax.tree.leaves((args, kwargs), is_leaf=is_distribution):
+        if is_distribution(leaf):
+            h.update(type(leaf).__qualname__.encode())
+            h.update(repr((leaf.batch_shape, leaf.event_shape)).encode())
+            for name in sorted(getattr(leaf, "arg_constraints", {})):
+                h.update(name.encode())
+                for sub in jax.tree.leaves(getattr(leaf, name, None)):
+                    update_array(sub)
+        elif isinstance(leaf, (np.ndarray, jax.Array, numbers.Number)):
+            update_array(leaf)
         else:  # (memory addresses in a repr change from one process to the next)
             h.update(re.sub(r" at 0x[0-9a-fA-F]+", "", repr(leaf)).encode())
     return h.hexdigest()
@@ -228,8 +243,20 @@ def sample_posterior(
     if path is not None and path.exists():
         state, samples, done, stats = _resume(path, state, num_chains, fingerprint)
 
-    @functools.partial(jax.jit, static_argnums=(3, 4))
-    def advance(state, args, kwargs, n, collect):
+    # array leaves of the model's arguments are traced; the other leaves (configuration objects such
+    # as `jlens.LognormalConfig`, strings, callables) are closed over as constants
+    leaves, treedef = jax.tree.flatten((model_args, model_kwargs))
+    traced = [isinstance(leaf, jax.Array | np.ndarray | np.generic) for leaf in leaves]
+    dynamic = [leaf if t else None for leaf, t in zip(leaves, traced, strict=True)]
+
+    def _rebuild(dynamic):
+        merged = [d if t else leaf for d, leaf, t in zip(dynamic, leaves, traced, strict=True)]
+        return jax.tree.unflatten(treedef, merged)
+
+    @functools.partial(jax.jit, static_argnums=(2, 3))
+    def _advance(state, dynamic, n, collect):
+        args, kwargs = _rebuild(dynamic)
+
         def body(s, _):
             s = kernel.sample(s, args, kwargs)
             return s, ((s.z, s.diverging, s.accept_prob) if collect else None)
@@ -241,6 +268,9 @@ def sample_posterior(
         sites = jax.vmap(jax.vmap(postprocess))(z)  # (n, chains, ...)
         sites = {k: jnp.swapaxes(v, 0, 1) for k, v in sites.items() if keep is None or k in keep}
         return state, (sites, diverging.sum(0), accept.sum(0))
+
+    def advance(state, n, collect):
+        return _advance(state, dynamic, n, collect)
 
     def save(done):
         from jinfer import __version__
@@ -268,7 +298,7 @@ def sample_posterior(
     ) as bar:  # fmt: skip
         for i in range(done, len(plan)):
             phase, n = plan[i]
-            state, out = advance(state, model_args, model_kwargs, n, phase == "sample")
+            state, out = advance(state, n, phase == "sample")
             if out is not None:
                 new, diverging, accept = out
                 new = {k: np.asarray(v) for k, v in new.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,10 @@ def plot_corner(
     *,
     truth: Any = None,
     bins: int = 30,
+    fisher: Any = None,
+    fisher_center: Any = None,
+    fisher_label: str = "Fisher",
+    ranges: Any = None,
 ):
     """A corner figure of one or several sets of posterior samples of the same parameters.
 
@@ -32,6 +37,12 @@ def plot_corner(
     - `labels`: optional legend labels, one per set.
     - `truth`: optional true values `(p,)`, drawn as lines.
     - `bins`: histogram bins per axis.
+    - `fisher`: optional Fisher matrix `(p, p)`: its 68% and 95% ellipses (see
+      [`fisher_ellipse`][jinfer.fisher_ellipse]) in the pair panels and its Gaussian marginals on
+      the diagonal, dashed black, centred on `fisher_center` (default `truth`).
+    - `fisher_center`, `fisher_label`: the centre `(p,)` and the legend label of the forecast.
+    - `ranges`: optional axis limits `(p, 2)` (e.g. the prior's box); default: the samples' extent
+      (and the Fisher 95% region), padded by 5%.
 
     **Returns:**
 
@@ -63,11 +74,36 @@ def plot_corner(
         raise ValueError(f"truth must have shape ({p},), got {np.shape(truth)}")
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
         raise ValueError(f"bins must be an int >= 2, got {bins!r}")
+    if fisher is not None:
+        from matplotlib.patches import Ellipse
+
+        from jinfer._src.fisher import _check_spd, fisher_ellipse
+
+        fisher = np.asarray(fisher, np.float64)
+        if fisher.shape != (p, p):
+            raise ValueError(f"fisher must have shape ({p}, {p}), got {fisher.shape}")
+        _check_spd("fisher", fisher)
+        centre = truth if fisher_center is None else fisher_center
+        if centre is None or np.shape(centre) != (p,):
+            raise ValueError(f"a Fisher overlay needs fisher_center (or truth) of shape ({p},)")
+        centre = np.asarray(centre, np.float64)
+        sigma = np.sqrt(np.diag(np.linalg.inv(fisher)))
 
     lo = np.min([s.min(0) for s in sets], axis=0)
     hi = np.max([s.max(0) for s in sets], axis=0)
+    if fisher is not None:  # the 95% ellipse fits in the panels
+        lo = np.minimum(lo, centre - 2.5 * sigma)
+        hi = np.maximum(hi, centre + 2.5 * sigma)
+    if ranges is not None:
+        ranges = np.asarray(ranges, np.float64)
+        if (
+            ranges.shape != (p, 2)
+            or not np.all(np.isfinite(ranges))
+            or np.any(ranges[:, 1] <= ranges[:, 0])
+        ):
+            raise ValueError(f"ranges must be finite (low, high) pairs, shape ({p}, 2), low < high")
     pad = 0.05 * np.where(hi > lo, hi - lo, 1.0)
-    lo, hi = lo - pad, hi + pad
+    lo, hi = (lo - pad, hi + pad) if ranges is None else (ranges[:, 0], ranges[:, 1])
     fig = Figure(figsize=(2.2 * p, 2.2 * p))
     axes = fig.subplots(p, p, squeeze=False)
     colours = [f"C{k}" for k in range(len(sets))]
@@ -82,6 +118,11 @@ def plot_corner(
                     ax.hist(s[:, i], bins=bins, range=(lo[i], hi[i]), density=True,
                             histtype="step", color=colours[k],
                             label=None if labels is None else labels[k])  # fmt: skip
+                if fisher is not None:
+                    grid = np.linspace(lo[i], hi[i], 200)
+                    pdf = np.exp(-0.5 * ((grid - centre[i]) / sigma[i]) ** 2)
+                    ax.plot(grid, pdf / (math.sqrt(2 * math.pi) * sigma[i]), "k--", lw=0.9,
+                            label=fisher_label if labels is not None else None)  # fmt: skip
                 ax.set_yticks([])
                 if truth is not None:
                     ax.axvline(truth[i], color="k", lw=0.8)
@@ -93,6 +134,12 @@ def plot_corner(
                     if len(set(levels)) == len(levels):
                         centres = (0.5 * (xe[1:] + xe[:-1]), 0.5 * (ye[1:] + ye[:-1]))
                         ax.contour(*centres, h.T, levels=levels, colors=colours[k])
+                if fisher is not None:
+                    for level in (0.683, 0.954):
+                        width, height, angle = (float(v) for v in fisher_ellipse(
+                            fisher, j, i, level=level))  # fmt: skip
+                        ax.add_patch(Ellipse((centre[j], centre[i]), width, height, angle=angle,
+                                             fill=False, ls="--", lw=0.9, color="k"))  # fmt: skip
                 if truth is not None:
                     ax.axvline(truth[j], color="k", lw=0.8)
                     ax.axhline(truth[i], color="k", lw=0.8)

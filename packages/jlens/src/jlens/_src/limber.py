@@ -186,7 +186,7 @@ def pixel_window_square(ell: Any, pixel_size: Any) -> jax.Array:
     return jnp.sum(window * weights[None, :], axis=-1).reshape(ell.shape)
 
 
-@functools.partial(jax.jit, static_argnames="power")
+@functools.partial(jax.jit, static_argnames=("power", "n_z"))
 def _angular_cl(
     cosmo: Cosmology,
     bins: tuple,
@@ -194,6 +194,7 @@ def _angular_cl(
     power: str,
     ia: NLA | None,
     pixel_window: jax.Array | None,
+    n_z: int = N_LIMBER,
 ) -> jax.Array:
     dtype = jnp.result_type(ell, *jax.tree.leaves((cosmo, bins, ia, pixel_window)), float)
     cosmo = _cast(cosmo, dtype)
@@ -201,13 +202,13 @@ def _angular_cl(
     z_max = _common_z_max(bins)
     z_fine, q_fine = _efficiency_on_grid(cosmo, bins, z_max, dtype)
 
-    nodes, weights = np.polynomial.legendre.leggauss(N_LIMBER)
+    nodes, weights = np.polynomial.legendre.leggauss(n_z)
     z = jnp.asarray(0.5 * z_max * (nodes + 1.0), dtype)
     weights = jnp.asarray(0.5 * z_max * weights, dtype)
     a = 1.0 / (1.0 + z)
     chi = comoving_distance(cosmo, a)
     e = efunc(cosmo, a)
-    kernels = jax.vmap(lambda qi: jnp.interp(z, z_fine, qi))(q_fine)  # (n_bins, N_LIMBER)
+    kernels = jax.vmap(lambda qi: jnp.interp(z, z_fine, qi))(q_fine)  # (n_bins, n_z)
     if ia is not None:
         n = jnp.stack([b.pdf(z) for b in bins])
         ia_kernel = -ia.amplitude(z) * C1_RHO_CRIT * cosmo.Omega_m / growth_factor(cosmo, a)
@@ -234,13 +235,14 @@ def angular_cl(
     power: Power = "halofit",
     ia: NLA | None = None,
     pixel_window: Any = None,
+    n_z: int = N_LIMBER,
 ) -> jax.Array:
     """Limber angular power spectra C_ij(ell) of the convergence for every pair of source bins.
 
     `C_ij(ell) = int dchi K_i K_j / chi^2 P((ell + 1/2) / chi, a(chi))`, with the lensing efficiency
     K_i = q_i (see [`lensing_efficiency`][jlens.lensing_efficiency]) plus, if `ia` is given, the NLA
-    intrinsic-alignment kernel. Integrated by Gauss-Legendre quadrature in redshift (`N_LIMBER` =
-    256 nodes on [0, z_max]): jit-able, and differentiable with respect to the cosmology, the
+    intrinsic-alignment kernel. Integrated by Gauss-Legendre quadrature in redshift (`n_z` nodes on
+    [0, z_max], default `N_LIMBER` = 256): jit-able, and differentiable with respect to the cosmology, the
     redshift distributions' parameters, the IA parameters and `ell`.
 
     In the flat-sky limit the E-mode power spectrum of the shear equals this convergence spectrum
@@ -262,6 +264,10 @@ def angular_cl(
     - `pixel_window`: side of square map pixels in radians: multiplies the spectra by
       [`pixel_window_square`][jlens.pixel_window_square], for comparison with pixelised maps; None
       for none.
+    - `n_z`: number of redshift nodes of the quadrature (static int >= 16; default 256). The cost
+      is nearly proportional to it: 64 nodes keep C_ell within 0.5% of the default (1e-3 for one
+      broad Smail n(z); measured in the tests), for samplers that re-evaluate the spectra at every
+      step.
 
     **Returns:**
 
@@ -279,6 +285,8 @@ def angular_cl(
         if isinstance(pixel_window, int | float):
             check_static_positive("pixel_window", pixel_window)
         pixel_window = jnp.asarray(pixel_window, jnp.result_type(pixel_window, float))
+    if isinstance(n_z, bool) or not isinstance(n_z, int) or n_z < 16:
+        raise ValueError(f"n_z must be an int >= 16 (redshift quadrature nodes), got {n_z!r}")
     ell = jnp.asarray(ell)
     ell = ell.astype(jnp.result_type(ell, float))
-    return _angular_cl(cosmo, bins, ell, power, ia, pixel_window)
+    return _angular_cl(cosmo, bins, ell, power, ia, pixel_window, n_z)

@@ -58,6 +58,10 @@ class LognormalConfig:
 
     - `n_ell`: number of log-spaced multipoles at which `angular_cl` is evaluated before
       interpolation on the grid (int >= 8, default 256).
+    - `n_z`: redshift nodes of the Limber quadrature (`angular_cl(n_z=)`, int >= 16, default 256).
+      The spectra dominate the cost of a model gradient: `n_ell=64, n_z=64` is about 4x cheaper
+      than the default and changes the spectra by at most 0.5% (for HMC, where they are recomputed
+      at every leapfrog step).
     - `power`: `"halofit"` (default) or `"linear"` matter power.
     - `variance`: `"theory"` (default: `var_i` from the Gaussian spectrum, so E[kappa] = 0) or
       `"empirical"` (each map's own variance, as sbi_lens).
@@ -69,10 +73,13 @@ class LognormalConfig:
     power: str = "halofit"
     variance: str = "theory"
     spectrum: str = "real"
+    n_z: int = 256
 
     def __post_init__(self) -> None:
         if isinstance(self.n_ell, bool) or not isinstance(self.n_ell, int) or self.n_ell < 8:
             raise ValueError(f"LognormalConfig.n_ell must be an int >= 8, got {self.n_ell!r}")
+        if isinstance(self.n_z, bool) or not isinstance(self.n_z, int) or self.n_z < 16:
+            raise ValueError(f"LognormalConfig.n_z must be an int >= 16, got {self.n_z!r}")
         check_choice("LognormalConfig.power", self.power, ("halofit", "linear"))
         check_choice("LognormalConfig.variance", self.variance, ("theory", "empirical"))
         check_choice("LognormalConfig.spectrum", self.spectrum, ("real", "abs"))
@@ -136,7 +143,7 @@ def grid_cl(
     check_geometry("geometry", geometry)
     bins = as_bins(bins)
     nodes = _ell_nodes(geometry, config.n_ell)
-    cl = angular_cl(cosmo, bins, nodes, power=config.power, ia=ia)
+    cl = angular_cl(cosmo, bins, nodes, power=config.power, ia=ia, n_z=config.n_z)
     return _grid_cl_from_table(jnp.asarray(nodes, cl.dtype), cl, geometry, cl.dtype)
 
 
