@@ -21,6 +21,7 @@ from jinfer._src import demo
 TINY = jinfer.DemoConfig(
     npix=16, chains=2, warmup=20, samples=20, simulations=64, vmim_epochs=1, npe_epochs=3,
     implicit_samples=100, fisher_simulations=24, ell_bins=4, c2st_steps=60, widths=(4, 8),
+    budgets=(32,),
 )  # fmt: skip
 
 
@@ -59,7 +60,8 @@ def test_the_report_opens_with_every_figure_and_a_rerun_resumes_to_the_same_resu
     parser.close()
     assert parser.errors == [], parser.errors
     assert parser.stack == [], parser.stack
-    assert sorted(parser.images) == sorted(f"figures/{name}" for name in demo.FIGURES)
+    expected = [*demo.FIGURES, "c2st_budget.png"]  # the budget curve, as budgets are given
+    assert sorted(parser.images) == sorted(f"figures/{name}" for name in expected)
     for src in parser.images:
         image = matplotlib.image.imread(out / src)  # a PNG that decodes
         assert image.ndim == 3, src
@@ -90,6 +92,8 @@ def test_the_report_opens_with_every_figure_and_a_rerun_resumes_to_the_same_resu
     assert results["c2st"]["std_error"] > 0
     assert all(np.isfinite(list(results["fisher_errors"].values())))
     assert results["timings_s"]["total"] > 0
+    assert [c["simulations"] for c in results["c2st_budget"]] == [32, 64]
+    assert results["c2st_budget"][-1]["accuracy"] == results["c2st"]["accuracy"]
 
     # the same configuration again: every stage resumes from its files, the results are the same
     again = jinfer.run_demo(TINY, out, progress=False)
@@ -108,6 +112,10 @@ def test_bad_input_is_refused_before_any_compute_and_nothing_is_overwritten(tmp_
         jinfer.DemoConfig(npix=15)
     with pytest.raises(ValueError, match="fisher_simulations"):
         jinfer.DemoConfig(fisher_simulations=5)
+    with pytest.raises(ValueError, match="budgets"):
+        jinfer.DemoConfig(simulations=100, budgets=(200,))
+    with pytest.raises(ValueError, match="budgets"):
+        jinfer.DemoConfig(budgets=(500, 200))
     with pytest.raises(ValueError, match="low < high"):
         jinfer.DemoConfig(prior_low=(0.3, 0.5), prior_high=(0.2, 1.1))
     with pytest.raises(ValueError, match="fewer ell_bins"):

@@ -74,7 +74,9 @@ class DemoConfig:
     `widths` (compressor stages), `implicit_samples` (drawn from the NPE posterior).
 
     **Fisher and C2ST**: `fisher_simulations` at the truth, `ell_bins` log-spaced C_ell bins,
-    `c2st_steps` (training steps of each C2ST classifier).
+    `c2st_steps` (training steps of each C2ST classifier), `budgets`: smaller simulation budgets
+    (each below `simulations`; e.g. `(100, 200, 500)`) at which VMIM + NPE is retrained on the
+    campaign's first simulations and compared with NUTS by a C2ST (default none).
     """
 
     npix: int = 32
@@ -103,6 +105,7 @@ class DemoConfig:
     fisher_simulations: int = 200
     ell_bins: int = 8
     c2st_steps: int = 2000
+    budgets: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("npix", "chains", "warmup", "samples", "simulations", "vmim_epochs",
@@ -136,6 +139,16 @@ class DemoConfig:
             )
         if self.simulations < 20:
             raise ValueError(f"DemoConfig.simulations must be >= 20, got {self.simulations}")
+        budgets = tuple(self.budgets)
+        if (
+            any(isinstance(b, bool) or not isinstance(b, int) for b in budgets)
+            or any(b < 20 or b >= self.simulations for b in budgets)
+            or list(budgets) != sorted(set(budgets))
+        ):
+            raise ValueError(
+                f"DemoConfig.budgets must be increasing ints in [20, simulations = "
+                f"{self.simulations}), got {budgets}"
+            )
 
     def to_json(self) -> dict:
         return {**_FORMAT, "config": dataclasses.asdict(self)}
@@ -360,43 +373,13 @@ def run_demo(
     data = load_campaign(folder)
     timings["implicit: simulations"] = time.perf_counter() - t
 
-    t = time.perf_counter()
     theta_sims, maps = data["theta"], data["x"]
-    compressor = MapCompressor(
-        1, 2, rngs=nnx.Rngs(config.seed), widths=config.widths, hidden=32,
-        scale=float(np.std(maps)),
-    )  # fmt: skip
-    box = (jnp.asarray(setup.low), jnp.asarray(setup.high))
-    vmim_flow = jflows.ConditionalFlow(
-        2, 2, rngs=nnx.Rngs(config.seed + 1), box=box, hidden=(32, 32), num_layers=4
+    keys = (k_vmim, k_npe, k_draw)
+    implicit, vmim_history, npe_history, t_vmim, t_npe = _implicit(
+        config, setup, theta_sims, maps, observed, keys, out, "", progress, step
     )
-    step(f"VMIM: training the compressor (at most {config.vmim_epochs} epochs)")
-    vmim, vmim_history = train_compressor(
-        k_vmim, VMIM(compressor, vmim_flow), theta_sims, maps, translations=True,
-        max_epochs=config.vmim_epochs, learning_rate=2e-3, batch_size=128, patience=15,
-        progress=progress, checkpoint=out / "vmim_checkpoint.npz",
-    )  # fmt: skip
-    timings["implicit: VMIM training"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    summaries = np.concatenate(
-        [np.asarray(vmim.summaries(jnp.asarray(maps[i : i + 256]))) for i in
-         range(0, len(maps), 256)]
-    )  # fmt: skip
-    s_obs = np.asarray(vmim.summaries(jnp.asarray(observed)))
-    loc, scale = summaries.mean(0), summaries.std(0) + 1e-6  # the NPE sees standardised summaries
-    summaries, s_obs = (summaries - loc[None]) / scale[None], (s_obs - loc) / scale
-    npe_flow = jflows.ConditionalFlow(
-        2, 2, rngs=nnx.Rngs(config.seed + 2), box=box, hidden=(32, 32), num_layers=4
-    )
-    step("NPE on the VMIM summaries")
-    npe, npe_history = jflows.fit_npe(
-        k_npe, npe_flow, theta_sims, summaries, max_epochs=config.npe_epochs,
-        learning_rate=2e-3, patience=30, progress=progress,
-        checkpoint=out / "npe_checkpoint.npz",
-    )  # fmt: skip
-    implicit = np.asarray(npe.sample(k_draw, jnp.asarray(s_obs), config.implicit_samples))
-    timings["implicit: NPE"] = time.perf_counter() - t
+    timings["implicit: VMIM training"] = t_vmim
+    timings["implicit: NPE"] = t_npe
 
     # 5. Fisher of the binned C_ell ------------------------------------------------------------
     t = time.perf_counter()
@@ -427,6 +410,24 @@ def run_demo(
         eval_every=min(250, config.c2st_steps),
     )  # fmt: skip
     timings["C2ST"] = time.perf_counter() - t
+
+    # 6b. the C2ST as a function of the simulation budget (the campaign's first simulations)
+    budget_curve = []
+    if config.budgets:
+        t = time.perf_counter()
+        for b in config.budgets:
+            samples, *_ = _implicit(
+                config, setup, theta_sims[:b], maps[:b], observed, keys, out, f"_{b}",
+                progress, step,
+            )  # fmt: skip
+            m = min(len(explicit), len(samples))
+            r = jflows.c2st(
+                k_c2st, explicit[:m], samples[:m], steps=config.c2st_steps,
+                eval_every=min(250, config.c2st_steps),
+            )  # fmt: skip
+            budget_curve.append((b, float(r.accuracy), float(r.std_error)))
+        budget_curve.append((config.simulations, float(c2st.accuracy), float(c2st.std_error)))
+        timings["C2ST against the simulation budget"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
 
     # 7. figures and report ---------------------------------------------------------------------
@@ -442,6 +443,8 @@ def run_demo(
         ranges=_corner_ranges([explicit, implicit], truth, fisher, setup),
     )  # fmt: skip
     _save_figure(fig, figures / "corner.png")
+    if budget_curve:
+        _figure_budget(figures / "c2st_budget.png", budget_curve)
 
     results = {
         **_FORMAT,
@@ -462,6 +465,9 @@ def run_demo(
             "std_error": float(c2st.std_error),
             "n": int(c2st.n),
         },
+        "c2st_budget": [
+            {"simulations": b, "accuracy": a, "std_error": e} for b, a, e in budget_curve
+        ],
         "vmim": {
             "epochs": int(vmim_history["epochs"]),
             "best_val_loss": float(vmim_history["best_val_loss"]),
@@ -472,6 +478,47 @@ def run_demo(
     _atomic_write(out / "report.html", _report(config, results).encode())
     step(f"report written to {out / 'report.html'} (C2ST {c2st.accuracy:.3f})")
     return results
+
+
+def _implicit(config, setup, theta_sims, maps, observed, keys, out, tag, progress, step):
+    """VMIM on (theta_sims, maps), then NPE on the summaries; samples at the observed map."""
+    k_vmim, k_npe, k_draw = keys
+    t = time.perf_counter()
+    compressor = MapCompressor(
+        1, 2, rngs=nnx.Rngs(config.seed), widths=config.widths, hidden=32,
+        scale=float(np.std(maps)),
+    )  # fmt: skip
+    box = (jnp.asarray(setup.low), jnp.asarray(setup.high))
+    vmim_flow = jflows.ConditionalFlow(
+        2, 2, rngs=nnx.Rngs(config.seed + 1), box=box, hidden=(32, 32), num_layers=4
+    )
+    step(f"VMIM on {len(maps)} simulations (at most {config.vmim_epochs} epochs)")
+    vmim, vmim_history = train_compressor(
+        k_vmim, VMIM(compressor, vmim_flow), theta_sims, maps, translations=True,
+        max_epochs=config.vmim_epochs, learning_rate=2e-3, batch_size=128, patience=15,
+        progress=progress, checkpoint=out / f"vmim{tag}_checkpoint.npz",
+    )  # fmt: skip
+    t_vmim = time.perf_counter() - t
+
+    t = time.perf_counter()
+    summaries = np.concatenate(
+        [np.asarray(vmim.summaries(jnp.asarray(maps[i : i + 256]))) for i in
+         range(0, len(maps), 256)]
+    )  # fmt: skip
+    s_obs = np.asarray(vmim.summaries(jnp.asarray(observed)))
+    loc, scale = summaries.mean(0), summaries.std(0) + 1e-6  # the NPE sees standardised summaries
+    summaries, s_obs = (summaries - loc[None]) / scale[None], (s_obs - loc) / scale
+    npe_flow = jflows.ConditionalFlow(
+        2, 2, rngs=nnx.Rngs(config.seed + 2), box=box, hidden=(32, 32), num_layers=4
+    )
+    step("NPE on the VMIM summaries")
+    npe, npe_history = jflows.fit_npe(
+        k_npe, npe_flow, theta_sims, summaries, max_epochs=config.npe_epochs,
+        learning_rate=2e-3, patience=30, progress=progress,
+        checkpoint=out / f"npe{tag}_checkpoint.npz",
+    )  # fmt: skip
+    samples = np.asarray(npe.sample(k_draw, jnp.asarray(s_obs), config.implicit_samples))
+    return samples, vmim_history, npe_history, t_vmim, time.perf_counter() - t
 
 
 def _corner_ranges(sets, centre, fisher, setup) -> np.ndarray:
@@ -562,6 +609,29 @@ def _figure_training(path, vmim_history, npe_history) -> None:
     _save_figure(fig, path)
 
 
+# reference: Zeghal, Lanzieri et al. 2024 (LSST Y10 log-normal, NLE on VMIM summaries against
+# full-field NUTS, without the score term), as ../shared/SCIENCE.md quotes it
+_REFERENCE_BUDGET = ((100, 0.961), (200, 0.692), (1000, 0.574))
+
+
+def _figure_budget(path, curve) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
+    b, a, e = (np.asarray(v) for v in zip(*curve, strict=True))
+    ax.errorbar(b, a, yerr=e, fmt="o-", label="this run: VMIM + NPE vs NUTS")
+    rb, ra = zip(*_REFERENCE_BUDGET, strict=True)
+    ax.plot(rb, ra, "s--", color="0.5", label="Zeghal et al. 2024, LSST Y10 (NLE, no score)")
+    ax.axhline(0.5, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("simulations")
+    ax.set_ylabel("C2ST accuracy")
+    ax.legend(frameon=False, fontsize="small")
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
 # ----------------------------------------------------------------------------------- the report
 
 
@@ -596,6 +666,11 @@ def _report(config: DemoConfig, r: dict) -> str:
         "corner.png": "Posteriors: full-field NUTS (explicit), VMIM + NPE (implicit), and the "
         "Fisher forecast of the binned C_ell (68% and 95%), centred on the truth.",
     }
+    if r["c2st_budget"]:
+        figure["c2st_budget.png"] = (
+            "C2ST between the implicit and the explicit posterior as a function of the number of "
+            "simulations (the campaign's first ones), next to the published LSST Y10 reference."
+        )
     figures = "\n".join(
         f'<figure><img src="figures/{name}" alt="{name}"><figcaption>{html.escape(text)}'
         "</figcaption></figure>"
@@ -658,9 +733,11 @@ def _parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(DemoConfig):
         default = f.default
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, tuple):
-            ap.add_argument(flag, type=type(default[0]), nargs=len(default) if f.name != "widths"
-                            else "+", default=default, help=f"default {default}")  # fmt: skip
+        if f.name in ("widths", "budgets"):  # any number of ints
+            ap.add_argument(flag, type=int, nargs="*", default=default, help=f"default {default}")
+        elif isinstance(default, tuple):
+            ap.add_argument(flag, type=float, nargs=len(default), default=default,
+                            help=f"default {default}")  # fmt: skip
         else:
             ap.add_argument(flag, type=type(default), default=default, help=f"default {default}")
     return ap
