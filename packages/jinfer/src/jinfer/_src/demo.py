@@ -389,8 +389,8 @@ def run_demo(
         [np.asarray(noisy_at_truth(fisher_keys[i : i + 128])) for i in
          range(0, len(fisher_keys), 128)]
     )  # fmt: skip
-    sim_cl = np.stack([np.asarray(jlens.map_power_spectrum(m[0], setup.geometry, edges)[1])
-                       for m in sims])  # fmt: skip
+    spectrum = jax.jit(jax.vmap(lambda m: jlens.map_power_spectrum(m[0], setup.geometry, edges)[1]))
+    sim_cl = np.asarray(spectrum(jnp.asarray(sims)))  # one compiled call, not one per map
     noise_cl = setup.noise_cl()
     fisher = np.asarray(
         gaussian_fisher(
