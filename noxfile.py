@@ -235,6 +235,9 @@ def demo(session: nox.Session) -> None:
     _install_for(session, PACKAGES, extra=["matplotlib>=3.8"])
     out = ROOT / "demo" / "output"
     session.run("jinfer-demo", "--out", str(out / "inference"), *session.posargs)
+    # the report renders completely; with the defaults, explicit and implicit inference agree
+    acceptance = [] if session.posargs else ["--acceptance"]
+    session.run("python", "demo/check_report.py", str(out / "inference"), *acceptance)
     session.run("python", "demo/run_demo.py", "--out", str(out / "pm_score"))
 
 

@@ -3,7 +3,8 @@ to the same results; bad input is refused before any compute and overwrites noth
 
 The demo's numerics stand on the pieces tested elsewhere (NUTS against an exact posterior, VMIM on a
 toy with an exact posterior, the Fisher matrices against analytic ones, the C2ST in jflows); here a
-tiny configuration runs it end to end.
+tiny configuration runs it end to end (a slow test: in CI, `nox -s demo` runs the default
+configuration and demo/check_report.py checks its report).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def _without_timings(results):
     return results
 
 
+@pytest.mark.slow  # CI renders the real report instead: `nox -s demo` runs demo/check_report.py
 def test_the_report_opens_with_every_figure(tmp_path):
     out = tmp_path / "run"
     results = jinfer.run_demo(TINY, out, progress=False)
@@ -92,6 +94,13 @@ def test_the_report_opens_with_every_figure(tmp_path):
     assert all(np.isfinite(list(results["fisher_errors"].values())))
     assert results["timings_s"]["total"] > 0
     assert results["c2st_budget"] == []
+    cov = results["coverage"]
+    assert (cov["simulations"], cov["samples"]) == (
+        TINY.coverage_simulations,
+        TINY.coverage_samples,
+    )
+    assert 0 <= cov["tarp_p_value"] <= 1
+    assert 0 < cov["tarp_max_deviation"] < 1
 
 
 @pytest.mark.slow

@@ -380,3 +380,24 @@ def test_particles_method_on_a_device_grid_equals_one_device():
     np.testing.assert_allclose(kappa(grid), reference, atol=1e-4 * np.std(reference))
     with pytest.raises(ValueError, match="single-device"):
         jlens.BornLightcone(COSMO, grid, geometry, **kwargs)
+
+
+def test_shear_is_the_padded_kaiser_squires_pair_of_the_convergence():
+    domain = jc.Domain((8, 8, 16), (64.0, 64.0, 768.0))
+    cone = jlens.BornLightcone(
+        COSMO, domain, jlens.FlatSky(16, field_deg=4.0), sources=[0.2, 0.25], a_init=0.8
+    )
+    carry = cone.init() + 0.01 * jax.random.normal(jax.random.key(1), (2, 16, 16))
+    kappa = cone.convergence(carry)
+    gamma = cone.shear(carry)
+    assert gamma.shape == (2, 2, 16, 16)
+    np.testing.assert_allclose(gamma, jlens.kappa_to_shear(kappa, padding=8), atol=1e-7)
+    periodic = cone.shear(carry, padding=0)
+    np.testing.assert_allclose(periodic, jlens.kappa_to_shear(kappa), atol=1e-7)
+    assert float(jnp.max(jnp.abs(periodic - gamma))) > 1e-4  # the padding does something
+    # on the periodic map, Kaiser-Squires gives the convergence back (up to its mean)
+    back = jlens.kaiser_squires(periodic)
+    centred = kappa - kappa.mean(axis=(-2, -1), keepdims=True)
+    np.testing.assert_allclose(back, centred, atol=2e-6)
+    with pytest.raises(ValueError, match="padding"):
+        cone.shear(carry, padding=-1)

@@ -10,6 +10,7 @@ from jinfer._src.compression import (
     save_compressor,
     train_compressor,
 )
+from jinfer._src.coverage import Coverage, coverage, plot_coverage
 from jinfer._src.demo import DemoConfig, demo_main, run_demo
 from jinfer._src.density import nle_model
 from jinfer._src.fisher import (
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VMIM",
+    "Coverage",
     "DemoConfig",
     "MapCompressor",
     "MassMap",
@@ -36,6 +38,7 @@ __all__ = [
     "augment_maps",
     "compression_loss",
     "conditional_errors",
+    "coverage",
     "demo_main",
     "fisher_ellipse",
     "fisher_from_log_likelihood",
@@ -47,6 +50,7 @@ __all__ = [
     "mcmc_diagnostics",
     "nle_model",
     "plot_corner",
+    "plot_coverage",
     "plot_fisher_ellipses",
     "run_campaign",
     "run_demo",

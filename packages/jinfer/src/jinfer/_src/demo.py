@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import html
 import json
 import math
@@ -42,6 +43,7 @@ import jflows
 import jlens
 from jinfer._src.campaign import load_campaign, run_campaign
 from jinfer._src.compression import VMIM, MapCompressor, train_compressor
+from jinfer._src.coverage import coverage, plot_coverage
 from jinfer._src.fisher import gaussian_fisher, marginal_errors
 from jinfer._src.hmc import sample_posterior
 from jinfer._src.plots import plot_corner
@@ -50,7 +52,7 @@ from jpm_core import Cosmology
 __all__ = ["DemoConfig", "demo_main", "run_demo"]
 
 NAMES = ("Omega_c", "sigma8")
-FIGURES = ("maps.png", "cl.png", "trace.png", "training.png", "corner.png")
+FIGURES = ("maps.png", "cl.png", "trace.png", "training.png", "corner.png", "coverage.png")
 _FORMAT = {"format": "jinfer-demo", "version": 1}
 
 
@@ -72,6 +74,10 @@ class DemoConfig:
 
     **Implicit inference**: `simulations` (from the prior), `vmim_epochs`, `npe_epochs`,
     `widths` (compressor stages), `implicit_samples` (drawn from the NPE posterior).
+
+    **Calibration**: `coverage_simulations` fresh simulations from the prior, each analysed by the
+    implicit posterior with `coverage_samples` draws: TARP, highest-density and per-parameter
+    (SBC) coverage ([`coverage`][jinfer.coverage]).
 
     **Fisher and C2ST**: `fisher_simulations` at the truth, `ell_bins` log-spaced C_ell bins,
     `c2st_steps` (training steps of each C2ST classifier), `budgets`: smaller simulation budgets
@@ -102,6 +108,8 @@ class DemoConfig:
     npe_epochs: int = 300
     widths: tuple[int, ...] = (8, 16, 32)
     implicit_samples: int = 2000
+    coverage_simulations: int = 200
+    coverage_samples: int = 500
     fisher_simulations: int = 200
     ell_bins: int = 8
     c2st_steps: int = 2000
@@ -110,7 +118,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         for name in ("npix", "chains", "warmup", "samples", "simulations", "vmim_epochs",
                      "npe_epochs", "implicit_samples", "fisher_simulations", "ell_bins",
-                     "c2st_steps", "n_ell", "n_z"):  # fmt: skip
+                     "c2st_steps", "n_ell", "n_z", "coverage_simulations",
+                     "coverage_samples"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DemoConfig.{name} must be a positive int, got {value!r}")
@@ -136,6 +145,11 @@ class DemoConfig:
             raise ValueError(
                 f"fisher_simulations must exceed ell_bins + 2 = {self.ell_bins + 2} "
                 f"(the inverse covariance), got {self.fisher_simulations}"
+            )
+        if self.coverage_simulations < 20 or self.coverage_samples < 20:
+            raise ValueError(
+                "DemoConfig.coverage_simulations and coverage_samples must be >= 20, got "
+                f"{self.coverage_simulations} and {self.coverage_samples}"
             )
         if self.simulations < 20:
             raise ValueError(f"DemoConfig.simulations must be >= 20, got {self.simulations}")
@@ -375,11 +389,31 @@ def run_demo(
 
     theta_sims, maps = data["theta"], data["x"]
     keys = (k_vmim, k_npe, k_draw)
-    implicit, vmim_history, npe_history, t_vmim, t_npe = _implicit(
+    implicit, vmim_history, npe_history, t_vmim, t_npe, posterior = _implicit(
         config, setup, theta_sims, maps, observed, keys, out, "", progress, step
     )
     timings["implicit: VMIM training"] = t_vmim
     timings["implicit: NPE"] = t_npe
+
+    # 4b. calibration of the implicit posterior on fresh simulations -----------------------------
+    t = time.perf_counter()
+    n_cov = config.coverage_simulations
+    step(f"coverage of the implicit posterior on {n_cov} fresh simulations")
+    k_cov = jax.random.fold_in(key, 9)  # not from the split above: the other stages keep their keys
+    k_cov_sim, k_cov_draw, k_cov_rank = jax.random.split(k_cov, 3)
+    fresh = jax.jit(jax.vmap(setup.simulate))(jax.random.split(k_cov_sim, n_cov))
+    cov_theta = np.asarray(fresh["theta"], np.float64)
+    cov_samples, cov_lp, cov_lp_truth = posterior(
+        k_cov_draw, np.asarray(fresh["x"]), cov_theta, config.coverage_samples
+    )
+    calibration = {
+        "tarp": coverage(k_cov_rank, cov_samples, cov_theta),
+        "hpd": coverage(
+            k_cov_rank, cov_samples, cov_theta, method="hpd", log_prob=(cov_lp, cov_lp_truth)
+        ),
+        "marginal": coverage(k_cov_rank, cov_samples, cov_theta, method="marginal"),
+    }
+    timings["implicit: coverage"] = time.perf_counter() - t
 
     # 5. Fisher of the binned C_ell ------------------------------------------------------------
     t = time.perf_counter()
@@ -443,6 +477,11 @@ def run_demo(
         ranges=_corner_ranges([explicit, implicit], truth, fisher, setup),
     )  # fmt: skip
     _save_figure(fig, figures / "corner.png")
+    fig = plot_coverage(
+        [calibration["tarp"], calibration["hpd"], calibration["marginal"]],
+        ["TARP", "highest density", *(f"marginal {n}" for n in NAMES)],
+    )
+    _save_figure(fig, figures / "coverage.png")
     if budget_curve:
         _figure_budget(figures / "c2st_budget.png", budget_curve)
 
@@ -460,6 +499,17 @@ def run_demo(
             "accept_prob": float(np.mean(hmc.accept_prob)),
         },
         "fisher_errors": dict(zip(NAMES, fisher_errors.tolist(), strict=True)),
+        "coverage": {
+            "simulations": n_cov,
+            "samples": config.coverage_samples,
+            "tarp_p_value": float(calibration["tarp"].p_value[0]),
+            "tarp_max_deviation": float(calibration["tarp"].max_deviation[0]),
+            "hpd_p_value": float(calibration["hpd"].p_value[0]),
+            "hpd_max_deviation": float(calibration["hpd"].max_deviation[0]),
+            "marginal_p_value": dict(
+                zip(NAMES, calibration["marginal"].p_value.tolist(), strict=True)
+            ),
+        },
         "c2st": {
             "accuracy": float(c2st.accuracy),
             "std_error": float(c2st.std_error),
@@ -518,7 +568,27 @@ def _implicit(config, setup, theta_sims, maps, observed, keys, out, tag, progres
         checkpoint=out / f"npe{tag}_checkpoint.npz",
     )  # fmt: skip
     samples = np.asarray(npe.sample(k_draw, jnp.asarray(s_obs), config.implicit_samples))
-    return samples, vmim_history, npe_history, t_vmim, time.perf_counter() - t
+    t_npe = time.perf_counter() - t
+    graphdef, state = nnx.split(npe)
+
+    @functools.partial(jax.jit, static_argnums=3)
+    def _draw(state, keys, contexts, n, truths):
+        flow = nnx.merge(graphdef, state)
+        theta, lp = jax.vmap(lambda k, c: flow.sample_and_log_prob(k, c, n))(keys, contexts)
+        return theta, lp, jax.vmap(flow.log_prob)(truths, contexts)
+
+    def posterior(key, new_maps, truths, n):
+        """`n` implicit-posterior draws per map, their log q, and log q at the truths."""
+        s = np.concatenate(
+            [np.asarray(vmim.summaries(jnp.asarray(new_maps[i : i + 256]))) for i in
+             range(0, len(new_maps), 256)]
+        )  # fmt: skip
+        s = (s - loc[None]) / scale[None]
+        keys = jax.random.split(key, len(s))
+        out = _draw(state, keys, jnp.asarray(s), n, jnp.asarray(truths, jnp.float32))
+        return tuple(np.asarray(a, np.float64) for a in out)
+
+    return samples, vmim_history, npe_history, t_vmim, t_npe, posterior
 
 
 def _corner_ranges(sets, centre, fisher, setup) -> np.ndarray:
@@ -665,6 +735,10 @@ def _report(config: DemoConfig, r: dict) -> str:
         "training.png": "Training curves of the VMIM compressor and of the NPE on its summaries.",
         "corner.png": "Posteriors: full-field NUTS (explicit), VMIM + NPE (implicit), and the "
         "Fisher forecast of the binned C_ell (68% and 95%), centred on the truth.",
+        "coverage.png": "Calibration of the implicit posterior on fresh simulations from the "
+        "prior: expected coverage against the credibility level for TARP, highest-density and "
+        "per-parameter (SBC) regions; the grey band holds 95% of the curves of a calibrated "
+        "posterior (below the diagonal: overconfident, above: underconfident).",
     }
     if r["c2st_budget"]:
         figure["c2st_budget.png"] = (
@@ -691,6 +765,14 @@ def _report(config: DemoConfig, r: dict) -> str:
         warnings.append("bulk ESS below 100: the NUTS posterior is poorly sampled")
     if r["nuts"]["divergences"]:
         warnings.append(f"{r['nuts']['divergences']} divergent NUTS transitions")
+    cov = r["coverage"]
+    rejected = [name for name, p in (("TARP", cov["tarp_p_value"]), ("highest-density",
+                cov["hpd_p_value"]), *((f"marginal {n}", cov["marginal_p_value"][n]) for n in
+                NAMES)) if p < 1e-3]  # fmt: skip
+    if rejected:
+        warnings.append(
+            f"the implicit posterior's coverage is rejected (KS p < 0.001) by {', '.join(rejected)}"
+        )
     warning_html = "".join(f'<p class="warn">Warning: {html.escape(w)}.</p>' for w in warnings)
     header = ("parameter", "truth", "NUTS mean ± std", "VMIM+NPE mean ± std", "Fisher σ (C_ell)",
               "R-hat", "bulk ESS", "tail ESS", "ESS / s")  # fmt: skip
@@ -709,6 +791,10 @@ compression followed by neural posterior estimation, on the same observed map.</
 <p>C2ST between the two posteriors: <b>{c2st["accuracy"]:.3f} ± {c2st["std_error"]:.3f}</b>
 ({c2st["n"]} held-out predictions; 0.5 means indistinguishable): {verdict}.
 NUTS: {r["nuts"]["divergences"]} divergences, mean acceptance {r["nuts"]["accept_prob"]:.2f}.</p>
+<p>Calibration of the implicit posterior on {cov["simulations"]} fresh simulations
+({cov["samples"]} draws each): TARP KS p = {cov["tarp_p_value"]:.3g} (largest ECP deviation
+{cov["tarp_max_deviation"]:.3f}), highest-density p = {cov["hpd_p_value"]:.3g}, marginal p =
+{", ".join(f"{cov['marginal_p_value'][n]:.3g} ({n})" for n in NAMES)}.</p>
 {figures}
 <h2>Timings (seconds)</h2>
 {_table(timing_rows, ("step", "seconds"))}

@@ -61,6 +61,7 @@ from jlens._src._jpm_core_api import (
 )
 from jlens._src.geometry import FlatSky, check_geometry
 from jlens._src.limber import lensing_efficiency
+from jlens._src.operators import kappa_to_shear
 from jlens._src.redshift import RedshiftDistribution, as_bins
 
 __all__ = ["BornLightcone"]
@@ -418,6 +419,21 @@ class BornLightcone:
         """The Born convergence from the final carry: `carry - mean`, shape `(n_sources, npix,
         npix)` (axis 1 is y, axis 2 is x, as everywhere in jlens)."""
         return carry - self.mean(carry.dtype)[:, None, None]
+
+    def shear(self, carry: jax.Array, *, padding: int | None = None) -> jax.Array:
+        """The Born shear `(gamma_1, gamma_2)` from the final carry, shape `(n_sources, 2, npix,
+        npix)`: [`kappa_to_shear`][jlens.kappa_to_shear] of
+        [`convergence`][jlens.BornLightcone.convergence].
+
+        The cone's patch of sky is not periodic, so the convergence is zero-padded by `padding`
+        pixels on every side before the Fourier transform (default `npix // 2`, which keeps the
+        wrap-around of the periodic transform out of the map; the shear near the edges still misses
+        the mass outside the patch, as for any flat-sky patch). `padding=0` treats the map as
+        periodic.
+        """
+        if padding is None:
+            padding = self.geometry.npix // 2
+        return kappa_to_shear(self.convergence(carry), padding=padding)
 
 
 def _compensate_cic(field: jax.Array, mesh_shape: Sequence[int], axes: jax.Array) -> jax.Array:
