@@ -111,6 +111,14 @@ def test_bad_inputs_are_clear_errors():
         jinfer.coverage(key, samples, theta, method="hpd")
     with pytest.raises(ValueError, match="log_prob"):
         jinfer.coverage(key, samples, theta, log_prob=log_prob)
+    with pytest.raises(ValueError, match="must not be NaN"):
+        jinfer.coverage(
+            key, samples, theta, method="hpd", log_prob=(log_prob[0], np.full(N_SIMS, np.nan))
+        )
+    outside = (log_prob[0], log_prob[1].copy())
+    outside[1][:5] = -np.inf  # truths outside the estimate's support: level 1
+    hpd = jinfer.coverage(key, samples, theta, method="hpd", log_prob=outside)
+    assert np.all(hpd.credibility[:5, 0] > N_SAMPLES / (N_SAMPLES + 1))
     with pytest.raises(ValueError, match="log_prob must be arrays"):
         jinfer.coverage(
             key, samples, theta, method="hpd", log_prob=(log_prob[0][:, :3], log_prob[1])

@@ -111,7 +111,8 @@ def coverage(
 
     **Returns:**
 
-    A [`Coverage`][jinfer.Coverage].
+    A [`Coverage`][jinfer.Coverage]. The function works on concrete arrays (NumPy), after
+    sampling: call it outside `jit`.
 
     **Raises:**
 
@@ -186,8 +187,11 @@ def coverage(
                 f"log_prob must be arrays of shapes {(n_sims, n_samples)} and {(n_sims,)}, got "
                 f"{lp_samples.shape} and {lp_truths.shape}"
             )
-        _finite("log_prob at the samples", lp_samples)
-        _finite("log_prob at the truths", lp_truths)
+        # -inf is a density of zero (a truth outside the estimate's support enters no region
+        # before level 1); NaN and +inf are errors
+        for name, lp in (("at the samples", lp_samples), ("at the truths", lp_truths)):
+            if np.any(np.isnan(lp) | (lp == np.inf)):
+                raise ValueError(f"log_prob {name} must not be NaN or +inf")
         ranks = np.sum(lp_samples > lp_truths[:, None], axis=1)[:, None]
     else:
         ranks = np.sum(samples < truths[:, None, :], axis=1)
