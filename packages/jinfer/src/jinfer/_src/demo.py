@@ -551,10 +551,7 @@ def _implicit(config, setup, theta_sims, maps, observed, keys, out, tag, progres
     t_vmim = time.perf_counter() - t
 
     t = time.perf_counter()
-    summaries = np.concatenate(
-        [np.asarray(vmim.summaries(jnp.asarray(maps[i : i + 256]))) for i in
-         range(0, len(maps), 256)]
-    )  # fmt: skip
+    summaries = _summaries(vmim, maps)
     s_obs = np.asarray(vmim.summaries(jnp.asarray(observed)))
     loc, scale = summaries.mean(0), summaries.std(0) + 1e-6  # the NPE sees standardised summaries
     summaries, s_obs = (summaries - loc[None]) / scale[None], (s_obs - loc) / scale
@@ -579,16 +576,21 @@ def _implicit(config, setup, theta_sims, maps, observed, keys, out, tag, progres
 
     def posterior(key, new_maps, truths, n):
         """`n` implicit-posterior draws per map, their log q, and log q at the truths."""
-        s = np.concatenate(
-            [np.asarray(vmim.summaries(jnp.asarray(new_maps[i : i + 256]))) for i in
-             range(0, len(new_maps), 256)]
-        )  # fmt: skip
+        s = _summaries(vmim, new_maps)
         s = (s - loc[None]) / scale[None]
         keys = jax.random.split(key, len(s))
         out = _draw(state, keys, jnp.asarray(s), n, jnp.asarray(truths, jnp.float32))
         return tuple(np.asarray(a, np.float64) for a in out)
 
     return samples, vmim_history, npe_history, t_vmim, t_npe, posterior
+
+
+def _summaries(vmim, maps) -> np.ndarray:
+    """The VMIM summaries of many maps, 256 maps per call."""
+    return np.concatenate(
+        [np.asarray(vmim.summaries(jnp.asarray(maps[i : i + 256]))) for i in
+         range(0, len(maps), 256)]
+    )  # fmt: skip
 
 
 def _corner_ranges(sets, centre, fisher, setup) -> np.ndarray:
